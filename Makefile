@@ -1,0 +1,23 @@
+# `make test` and `make demo` set themselves up: they create .venv if it is missing and
+# install the package with its dev extras, pinned to the CPU build of torch.
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints-cpu.txt
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test install lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .

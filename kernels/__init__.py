@@ -1,0 +1,8 @@
+"""Fused linear log-prob kernels (installed as ``redi.kernels``).
+
+The public entries are re-exported by ``redi``; trainers should import them from there.
+"""
+
+from .token_logprobs import BACKENDS, token_logprobs, weighted_logprob_sum
+
+__all__ = ["BACKENDS", "token_logprobs", "weighted_logprob_sum"]

@@ -1,0 +1,211 @@
+"""Per-token log-probabilities of a linear head, without materializing the logits.
+
+For final hidden states x_i (rows of ``hidden``), an lm_head weight W [V, H], an optional
+bias b [V], a temperature tau and aligned labels y_i::
+
+    logp_i = log_softmax(x_i W^T / tau + b)[y_i]          (0 where y_i == ignore_index)
+
+Two entries share the backends (``torch_impl`` on CPU, ``triton_impl`` on CUDA):
+
+* ``token_logprobs`` returns every logp_i and accepts any upstream gradient dL/dlogp_i
+  (DPO, SimPO, RL losses). Its backward recomputes the logits: 4 matmul-equivalents
+  (logits in forward; logits again, dz W and dz^T x in backward).
+* ``weighted_logprob_sum`` returns sum_i c_i logp_i for coefficients c fixed before the
+  call (SFT, REDI). dL/dlogp_i = c_i is then known in the forward pass, so the gradients are
+  produced in the same pass as the value and backward only scales them: 3 matmuls.
+
+Gradients (g_i = upstream gradient, or c_i)::
+
+    dz_iv = g_i (1[v = y_i] - softmax(z_i)_v),  dL/dx = dz W / tau,
+    dL/dW = dz^T x / tau,  dL/db = sum_i dz_i
+
+Extra memory is O(N*H + V*H + one bounded chunk of logits); see each backend for its chunk.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import torch_impl
+
+BACKENDS = ("auto", "torch", "triton")
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _triton_impl():
+    from . import triton_impl  # imported on first use: triton reads TRITON_INTERPRET then
+
+    return triton_impl
+
+
+def _select_backend(backend: str, device: torch.device, dtype: torch.dtype):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = "triton" if device.type == "cuda" and dtype != torch.float64 else "torch"
+    if backend == "torch":
+        return torch_impl
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors (got {device.type}); use backend='torch' "
+            "or 'auto' on CPU, or set TRITON_INTERPRET=1 before importing redi to debug")
+    if dtype == torch.float64:
+        raise ValueError("backend='triton' supports float32, bfloat16 and float16, not float64")
+    return _triton_impl()
+
+
+def _check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
+    for name, t in (("hidden", hidden), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not (t.dtype in _FLOAT_DTYPES or t.dtype == torch.float64):
+            raise ValueError(f"{name} must be float32, bfloat16 or float16, got {t.dtype}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be [V, H], got shape {tuple(weight.shape)}")
+    if hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden's last dim ({hidden.shape[-1] if hidden.dim() else None}) must equal "
+            f"weight's H ({weight.shape[1]}); got hidden {tuple(hidden.shape)}, "
+            f"weight {tuple(weight.shape)}")
+    if hidden.dtype != weight.dtype:
+        raise ValueError(f"hidden ({hidden.dtype}) and weight ({weight.dtype}) must share a dtype")
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or \
+            labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError("labels must be an integer tensor")
+    if tuple(labels.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(
+            f"labels' shape {tuple(labels.shape)} must equal hidden's leading shape "
+            f"{tuple(hidden.shape[:-1])}")
+    tensors = {"hidden": hidden, "weight": weight, "labels": labels}
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"bias must be a [V] = [{weight.shape[0]}] tensor")
+        if not bias.dtype.is_floating_point:
+            raise ValueError(f"bias must be floating point, got {bias.dtype}")
+        tensors["bias"] = bias
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"all tensors must be on one device, got {devices}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    vocab = weight.shape[0]
+    bad = ((labels < 0) | (labels >= vocab)) & (labels != ignore_index)
+    if bool(bad.any()):
+        position = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"labels must be in [0, {vocab}) or ignore_index={ignore_index}; "
+            f"labels{list(position)} = {int(labels[position])}")
+
+
+def _flatten(hidden, weight, labels, ignore_index):
+    x = hidden.reshape(-1, hidden.shape[-1]).contiguous()
+    flat = labels.reshape(-1)
+    valid = flat != ignore_index
+    safe_labels = torch.where(valid, flat, 0).to(torch.int64)
+    return x, weight.contiguous(), safe_labels, valid
+
+
+def _needs(hidden, weight, bias):
+    on = torch.is_grad_enabled()
+    return (on and hidden.requires_grad, on and weight.requires_grad,
+            on and bias is not None and bias.requires_grad)
+
+
+class TokenLogprobsFunction(torch.autograd.Function):
+    """logp = log_softmax(x W^T / tau + b)[y]; backward recomputes the logits chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, labels, valid, inv_temp, impl):
+        logp, lse = impl.forward(x, w, b, labels, inv_temp)
+        logp = logp.masked_fill_(~valid, 0.0)
+        ctx.save_for_backward(x, w, b, labels, valid, lse)
+        ctx.inv_temp, ctx.impl = inv_temp, impl
+        return logp
+
+    @staticmethod
+    def backward(ctx, grad_logp):
+        x, w, b, labels, valid, lse = ctx.saved_tensors
+        grad = grad_logp.float().masked_fill(~valid, 0.0)
+        dx, dw, db = ctx.impl.backward(x, w, b, labels, lse, grad, ctx.inv_temp,
+                                       tuple(ctx.needs_input_grad[:3]))
+        return dx, dw, db, None, None, None, None
+
+
+class WeightedLogprobSumFunction(torch.autograd.Function):
+    """sum_i c_i logp_i with its gradients computed in the forward pass and scaled in backward.
+
+    Also returns the per-token logp (detached, for metrics).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, coef, labels, valid, inv_temp, impl, needs):
+        c = coef.float().masked_fill(~valid, 0.0)
+        logp, dx, dw, db = impl.forward_backward(x, w, b, labels, c, inv_temp, needs)
+        logp = logp.masked_fill_(~valid, 0.0)
+        ctx.save_for_backward(dx, dw, db, logp)
+        ctx.coef_dtype = coef.dtype
+        ctx.mark_non_differentiable(logp)
+        return (c * logp).sum(), logp
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_logp):
+        dx, dw, db, logp = ctx.saved_tensors
+        scale = lambda g: None if g is None else g * grad_total.to(g.dtype)  # noqa: E731
+        dcoef = (logp * grad_total).to(ctx.coef_dtype) if ctx.needs_input_grad[3] else None
+        return scale(dx), scale(dw), scale(db), dcoef, None, None, None, None, None
+
+
+def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temperature=1.0,
+                   backend="auto"):
+    """Per-token log-probabilities ``log_softmax(hidden @ weight.T / temperature + bias)[labels]``.
+
+    Args:
+        hidden: [..., H] final hidden states (float32, bfloat16 or float16).
+        weight: [V, H] output-embedding (lm_head) weight, same dtype as ``hidden``.
+        labels: [...] integer targets aligned with ``hidden`` (label i is the token hidden i
+            predicts), in [0, V) or ``ignore_index``.
+        bias: optional [V] lm_head bias.
+        temperature: logits are ``hidden @ weight.T / temperature + bias``.
+        backend: "triton" (CUDA), "torch" (chunked PyTorch), or "auto" (Triton on CUDA).
+
+    Returns:
+        float32 tensor of labels' shape; exactly 0 where ``labels == ignore_index``.
+        Differentiable w.r.t. hidden, weight and bias under any upstream gradient.
+    """
+    _check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
+    impl = _select_backend(backend, hidden.device, hidden.dtype)
+    x, w, safe_labels, valid = _flatten(hidden, weight, labels, ignore_index)
+    if x.shape[0] == 0:
+        return torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
+    logp = TokenLogprobsFunction.apply(x, w, bias, safe_labels, valid, 1.0 / temperature, impl)
+    return logp.view(labels.shape)
+
+
+def weighted_logprob_sum(hidden, weight, labels, coef, *, bias=None, ignore_index=-100,
+                         temperature=1.0, backend="auto", return_logprobs=False):
+    """``sum(coef * logp)`` for a loss linear in the token log-probs, in a single pass.
+
+    ``logp`` is exactly what :func:`token_logprobs` returns; ``coef`` has labels' shape (its
+    entries at ignored positions do not matter). The gradients w.r.t. hidden, weight and
+    bias are produced in the forward pass (3 matmuls, no recomputation) and scaled by the
+    upstream gradient in backward; the gradient w.r.t. ``coef`` is ``logp``.
+
+    With ``return_logprobs=True`` also returns the per-token float32 ``logp`` (detached).
+    """
+    _check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
+    if not isinstance(coef, torch.Tensor) or tuple(coef.shape) != tuple(labels.shape):
+        raise ValueError(f"coef must be a tensor of labels' shape {tuple(labels.shape)}")
+    if coef.device != hidden.device or not coef.dtype.is_floating_point:
+        raise ValueError("coef must be a floating-point tensor on hidden's device")
+    impl = _select_backend(backend, hidden.device, hidden.dtype)
+    x, w, safe_labels, valid = _flatten(hidden, weight, labels, ignore_index)
+    if x.shape[0] == 0:
+        zero = (hidden.sum() * 0 + weight.sum() * 0).float()
+        empty = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
+        return (zero, empty) if return_logprobs else zero
+    total, logp = WeightedLogprobSumFunction.apply(
+        x, w, bias, coef.reshape(-1), safe_labels, valid, 1.0 / temperature, impl,
+        _needs(hidden, weight, bias))
+    return (total, logp.view(labels.shape)) if return_logprobs else total

@@ -1,0 +1,153 @@
+"""Token-chunked PyTorch implementation of the fused linear log-prob op (the CPU backend).
+
+Notation, shared with the Triton backend (``triton_impl.py``)::
+
+    z_iv   = (x_i . W_v) / tau + b_v               logits, [N, V], never held whole
+    lse_i  = log sum_v exp(z_iv)
+    logp_i = z_{i, y_i} - lse_i
+
+For an upstream gradient g_i on logp_i (g_i = 0 on ignored tokens)::
+
+    dz_iv  = g_i * (1[v = y_i] - exp(z_iv - lse_i))     d logp_i / d z_iv, scaled
+    dx     = dz W / tau      dW = dz^T x / tau      db = sum_i dz_i
+
+Every function here walks the tokens in chunks of ``C`` rows and holds one ``[C, V]`` float32
+block of logits at a time, so the extra memory is ``O(N*H + V*H + C*V)``: fp32 copies of
+16-bit inputs, the fp32 gradient accumulators, and the block. ``C`` is chosen so the block is
+``CHUNK_BYTES`` (32 MiB): big enough that the three matmuls run at full speed, small enough
+that the softmax passes over it stay in the last-level cache.
+
+The backend computes in float32 (float64 when given float64) whatever the input dtype, and
+returns gradients in the dtype of the tensor they belong to.
+
+Inputs are already validated and flattened by ``token_logprobs.py``: ``x`` [N, H] and ``w``
+[V, H] contiguous, ``labels`` [N] int64 in [0, V) (ignored tokens carry label 0 and a zero
+gradient or coefficient), ``inv_temp`` = 1 / tau.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CHUNK_BYTES = 32 * 2**20
+
+
+def chunk_rows_for(vocab: int, itemsize: int = 4) -> int:
+    """Rows per chunk so that one [rows, vocab] block of logits takes ``CHUNK_BYTES``."""
+    return max(8, CHUNK_BYTES // (vocab * itemsize))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _upcast(x, w, b):
+    dtype = _compute_dtype(x)
+    return x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
+
+
+def _chunks(n, rows):
+    for start in range(0, n, rows):
+        yield start, min(start + rows, n)
+
+
+def _logits_into(block, x_c, w, b, inv_temp):
+    """block[:rows] = x_c W^T / tau + b, written in place into the preallocated block."""
+    z = block[: x_c.shape[0]]
+    bias = z if b is None else b
+    torch.addmm(bias, x_c, w.t(), beta=0 if b is None else 1, alpha=inv_temp, out=z)
+    return z
+
+
+def _exp_shifted_(z):
+    """z <- exp(z - max_v z) in place; return (lse, sum_v exp(z - max)) per row."""
+    row_max = z.amax(dim=1, keepdim=True)
+    row_sum = z.sub_(row_max).exp_().sum(dim=1)
+    return row_max.squeeze(1) + row_sum.log(), row_sum
+
+
+def _add_onehot_(dz, labels_c, g):
+    dz.scatter_add_(1, labels_c.unsqueeze(1), g.unsqueeze(1).to(dz.dtype))
+    return dz
+
+
+class _GradAccumulators:
+    """Compute-dtype buffers for dx, dW, db, filled chunk by chunk, cast back at the end."""
+
+    def __init__(self, x, w, b, needs, dtype):
+        need_x, need_w, need_b = needs
+        self.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
+        new = dict(dtype=dtype, device=x.device)
+        self.dx = torch.empty(x.shape, **new) if need_x else None
+        self.dw = torch.zeros(w.shape, **new) if need_w else None
+        self.db = torch.zeros(w.shape[0], **new) if (need_b and b is not None) else None
+
+    def add_chunk(self, start, stop, dz, x_c, w, inv_temp):
+        if self.dx is not None:
+            dx_c = self.dx[start:stop]
+            torch.addmm(dx_c, dz, w, beta=0, alpha=inv_temp, out=dx_c)
+        if self.dw is not None:
+            self.dw.addmm_(dz.t(), x_c, alpha=inv_temp)
+        if self.db is not None:
+            self.db.add_(dz.sum(0))
+
+    def result(self):
+        grads = (self.dx, self.dw, self.db)
+        return tuple(None if g is None else g.to(dt) for g, dt in zip(grads, self.dtypes))
+
+
+def forward(x, w, b, labels, inv_temp, chunk_rows=None):
+    """Return (logp, lse), both float32 [N], for every token (ignored ones included)."""
+    n = x.shape[0]
+    x, w, b = _upcast(x, w, b)
+    rows = min(n, chunk_rows or chunk_rows_for(w.shape[0]))
+    block = x.new_empty(rows, w.shape[0])
+    logp = torch.empty(n, dtype=torch.float32, device=x.device)
+    lse = torch.empty_like(logp)
+    for start, stop in _chunks(n, rows):
+        z = _logits_into(block, x[start:stop], w, b, inv_temp)
+        target = z.gather(1, labels[start:stop].unsqueeze(1)).squeeze(1)
+        chunk_lse, _ = _exp_shifted_(z)
+        lse[start:stop] = chunk_lse
+        logp[start:stop] = target - chunk_lse
+    return logp, lse
+
+
+def backward(x, w, b, labels, lse, grad, inv_temp, needs, chunk_rows=None):
+    """Gradients (dx, dW, db) of sum_i grad_i * logp_i, recomputing the logits chunk by chunk."""
+    n = x.shape[0]
+    acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x))
+    x, w, b = _upcast(x, w, b)
+    rows = min(n, chunk_rows or chunk_rows_for(w.shape[0]))
+    block = x.new_empty(rows, w.shape[0])
+    grad, lse = grad.to(x.dtype), lse.to(x.dtype)
+    for start, stop in _chunks(n, rows):
+        x_c, g = x[start:stop], grad[start:stop]
+        z = _logits_into(block, x_c, w, b, inv_temp)
+        dz = z.sub_(lse[start:stop].unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1))
+        acc.add_chunk(start, stop, _add_onehot_(dz, labels[start:stop], g), x_c, w, inv_temp)
+    return acc.result()
+
+
+def forward_backward(x, w, b, labels, coef, inv_temp, needs, chunk_rows=None):
+    """Single pass for a loss linear in logp: return (logp, dx, dW, db) of sum_i coef_i * logp_i.
+
+    Each chunk's logits are computed once and turned into dz in place, so the value and all
+    gradients cost the three matmuls (logits, dz W, dz^T x) and five passes over the block.
+    """
+    n = x.shape[0]
+    acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x))
+    x, w, b = _upcast(x, w, b)
+    rows = min(n, chunk_rows or chunk_rows_for(w.shape[0]))
+    block = x.new_empty(rows, w.shape[0])
+    coef = coef.to(x.dtype)
+    logp = torch.empty(n, dtype=torch.float32, device=x.device)
+    for start, stop in _chunks(n, rows):
+        x_c, y_c, g = x[start:stop], labels[start:stop], coef[start:stop]
+        z = _logits_into(block, x_c, w, b, inv_temp)
+        target = z.gather(1, y_c.unsqueeze(1)).squeeze(1)
+        lse, row_sum = _exp_shifted_(z)  # z now holds softmax(z) * row_sum
+        logp[start:stop] = target - lse
+        dz = z.mul_((-g / row_sum).unsqueeze(1))
+        acc.add_chunk(start, stop, _add_onehot_(dz, y_c, g), x_c, w, inv_temp)
+    return (logp, *acc.result())

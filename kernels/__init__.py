@@ -3,6 +3,6 @@
 The public entries are re-exported by ``redi``; trainers should import them from there.
 """
 
-from .token_logprobs import BACKENDS, token_logprobs, weighted_logprob_sum
+from .linear_logprobs import BACKENDS, token_logprobs, weighted_logprob_sum
 
 __all__ = ["BACKENDS", "token_logprobs", "weighted_logprob_sum"]

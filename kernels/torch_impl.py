@@ -20,7 +20,7 @@ that the softmax passes over it stay in the last-level cache.
 The backend computes in float32 (float64 when given float64) whatever the input dtype, and
 returns gradients in the dtype of the tensor they belong to.
 
-Inputs are already validated and flattened by ``token_logprobs.py``: ``x`` [N, H] and ``w``
+Inputs are already validated and flattened by ``linear_logprobs.py``: ``x`` [N, H] and ``w``
 [V, H] contiguous, ``labels`` [N] int64 in [0, V) (ignored tokens carry label 0 and a zero
 gradient or coefficient), ``inv_temp`` = 1 / tau.
 """
@@ -32,9 +32,9 @@ import torch
 CHUNK_BYTES = 32 * 2**20
 
 
-def chunk_rows_for(vocab: int, itemsize: int = 4) -> int:
-    """Rows per chunk so that one [rows, vocab] block of logits takes ``CHUNK_BYTES``."""
-    return max(8, CHUNK_BYTES // (vocab * itemsize))
+def chunk_rows_for(vocab: int) -> int:
+    """Rows per chunk so that one [rows, vocab] float32 block of logits takes CHUNK_BYTES."""
+    return max(8, CHUNK_BYTES // (vocab * 4))
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -96,13 +96,13 @@ class _GradAccumulators:
         return tuple(None if g is None else g.to(dt) for g, dt in zip(grads, self.dtypes))
 
 
-def forward(x, w, b, labels, inv_temp, chunk_rows=None):
-    """Return (logp, lse), both float32 [N], for every token (ignored ones included)."""
+def forward(x, w, b, labels, inv_temp):
+    """Return (logp, lse), both [N] in the compute dtype, for every token (ignored included)."""
     n = x.shape[0]
     x, w, b = _upcast(x, w, b)
-    rows = min(n, chunk_rows or chunk_rows_for(w.shape[0]))
+    rows = min(n, chunk_rows_for(w.shape[0]))
     block = x.new_empty(rows, w.shape[0])
-    logp = torch.empty(n, dtype=torch.float32, device=x.device)
+    logp = torch.empty(n, dtype=x.dtype, device=x.device)
     lse = torch.empty_like(logp)
     for start, stop in _chunks(n, rows):
         z = _logits_into(block, x[start:stop], w, b, inv_temp)
@@ -113,12 +113,12 @@ def forward(x, w, b, labels, inv_temp, chunk_rows=None):
     return logp, lse
 
 
-def backward(x, w, b, labels, lse, grad, inv_temp, needs, chunk_rows=None):
+def backward(x, w, b, labels, lse, grad, inv_temp, needs):
     """Gradients (dx, dW, db) of sum_i grad_i * logp_i, recomputing the logits chunk by chunk."""
     n = x.shape[0]
     acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x))
     x, w, b = _upcast(x, w, b)
-    rows = min(n, chunk_rows or chunk_rows_for(w.shape[0]))
+    rows = min(n, chunk_rows_for(w.shape[0]))
     block = x.new_empty(rows, w.shape[0])
     grad, lse = grad.to(x.dtype), lse.to(x.dtype)
     for start, stop in _chunks(n, rows):
@@ -129,7 +129,7 @@ def backward(x, w, b, labels, lse, grad, inv_temp, needs, chunk_rows=None):
     return acc.result()
 
 
-def forward_backward(x, w, b, labels, coef, inv_temp, needs, chunk_rows=None):
+def forward_backward(x, w, b, labels, coef, inv_temp, needs):
     """Single pass for a loss linear in logp: return (logp, dx, dW, db) of sum_i coef_i * logp_i.
 
     Each chunk's logits are computed once and turned into dz in place, so the value and all
@@ -138,16 +138,17 @@ def forward_backward(x, w, b, labels, coef, inv_temp, needs, chunk_rows=None):
     n = x.shape[0]
     acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x))
     x, w, b = _upcast(x, w, b)
-    rows = min(n, chunk_rows or chunk_rows_for(w.shape[0]))
+    rows = min(n, chunk_rows_for(w.shape[0]))
     block = x.new_empty(rows, w.shape[0])
     coef = coef.to(x.dtype)
-    logp = torch.empty(n, dtype=torch.float32, device=x.device)
+    logp = torch.empty(n, dtype=x.dtype, device=x.device)
     for start, stop in _chunks(n, rows):
         x_c, y_c, g = x[start:stop], labels[start:stop], coef[start:stop]
         z = _logits_into(block, x_c, w, b, inv_temp)
         target = z.gather(1, y_c.unsqueeze(1)).squeeze(1)
         lse, row_sum = _exp_shifted_(z)  # z now holds softmax(z) * row_sum
         logp[start:stop] = target - lse
-        dz = z.mul_((-g / row_sum).unsqueeze(1))
-        acc.add_chunk(start, stop, _add_onehot_(dz, y_c, g), x_c, w, inv_temp)
+        if any(needs):
+            dz = z.mul_((-g / row_sum).unsqueeze(1))
+            acc.add_chunk(start, stop, _add_onehot_(dz, y_c, g), x_c, w, inv_temp)
     return (logp, *acc.result())

@@ -34,7 +34,7 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 CHUNK_BYTES = 512 * 2**20
-SPLIT_COLS_MULTIPLE = 256  # a split covers a multiple of every BLOCK_V below
+MIN_SPLIT_COLS = 1024  # vocabulary columns one forward program covers at the least
 
 
 # The interpreter runs one config; small tiles keep it quick and still cover every edge.
@@ -57,8 +57,8 @@ def _gemm_configs():
 
 @triton.jit
 def _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, row_mask, col_mask, H, stride_x, stride_w,
-                 inv_temp, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
+                 inv_temp, HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
     """fp32 [BLOCK_N, BLOCK_V] tile of z = x W^T / tau + b."""
     acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
     x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_x
@@ -68,7 +68,7 @@ def _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, row_mask, col_mask, H, stride_
         h_mask = hs < H
         a = tl.load(x_rows + hs[None, :], mask=row_mask[:, None] & h_mask[None, :], other=0.0)
         w_t = tl.load(w_cols + hs[:, None], mask=h_mask[:, None] & col_mask[None, :], other=0.0)
-        acc = tl.dot(a, w_t, acc)
+        acc = tl.dot(a, w_t, acc, input_precision=DOT_PRECISION)
     z = acc * inv_temp
     if HAS_BIAS:
         z += tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
@@ -76,13 +76,22 @@ def _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, row_mask, col_mask, H, stride_
 
 
 @triton.jit
-def _logits_lse_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, max_ptr, sum_ptr, target_ptr, z_ptr,
-                       N, V, H, stride_x, stride_w, stride_z, cols_per_split, num_splits,
-                       inv_temp, HAS_BIAS: tl.constexpr, STORE_LOGITS: tl.constexpr,
+def _logits_lse_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, max_ptr, sum_ptr, sum_exact_ptr,
+                       target_ptr, z_ptr, N, V, H, stride_x, stride_w, stride_z,
+                       cols_per_split, num_splits, inv_temp, HAS_BIAS: tl.constexpr,
+                       DOT_PRECISION: tl.constexpr, STORE_LOGITS: tl.constexpr,
+                       ROUNDED: tl.constexpr,
                        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
     """Per (row, split): m = max_v z, s = sum_v exp(z - m), t = z[label] if label in split.
 
     The host merges splits: lse = M + log sum_s s_s exp(m_s - M), M = max_s m_s.
+
+    With STORE_LOGITS the tiles are also written to the chunk buffer. When that buffer is
+    16-bit (ROUNDED), the gradient must normalize the values it will read back,
+    z~ = round(z), or its softmax would not sum to one (a 5x larger dx error than naive
+    16-bit, measured). So (m, s) are taken over z~, and the exact sum for the returned logp
+    comes from the same exponentials: exp(z - m) = exp(z~ - m) exp(d), d = z - z~, with
+    exp(d) ~ 1 + d + d^2/2 (|d| <= 2^-9 |z| in bf16: truncation error <= |d|^3 / 6).
     """
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -91,6 +100,7 @@ def _logits_lse_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, max_ptr, sum_ptr, target
     labels = tl.load(labels_ptr + rows, mask=row_mask, other=-1)
     run_max = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
     run_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    run_sum_exact = tl.zeros((BLOCK_N,), dtype=tl.float32)
     target = tl.zeros((BLOCK_N,), dtype=tl.float32)
     v_begin = pid_s * cols_per_split
     v_end = tl.minimum(v_begin + cols_per_split, V)
@@ -98,26 +108,37 @@ def _logits_lse_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, max_ptr, sum_ptr, target
         cols = v0 + tl.arange(0, BLOCK_V)
         col_mask = cols < v_end
         z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, row_mask, col_mask, H, stride_x,
-                         stride_w, inv_temp, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H)
+                         stride_w, inv_temp, HAS_BIAS, DOT_PRECISION, BLOCK_N, BLOCK_V,
+                         BLOCK_H)
+        target += tl.sum(tl.where(cols[None, :] == labels[:, None], z, 0.0), axis=1)
         if STORE_LOGITS:
+            z_stored = z.to(z_ptr.dtype.element_ty)
             z_out = z_ptr + rows.to(tl.int64)[:, None] * stride_z + cols[None, :]
-            tl.store(z_out, z.to(z_ptr.dtype.element_ty),
-                     mask=row_mask[:, None] & col_mask[None, :])
+            tl.store(z_out, z_stored, mask=row_mask[:, None] & col_mask[None, :])
+            if ROUNDED:
+                d = tl.where(col_mask[None, :], z - z_stored.to(tl.float32), 0.0)
+                z = z_stored.to(tl.float32)
         z = tl.where(col_mask[None, :], z, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(z, axis=1))
-        run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), 1)
+        rescale = tl.exp(run_max - new_max)
+        e = tl.exp(z - new_max[:, None])
+        run_sum = run_sum * rescale + tl.sum(e, axis=1)
+        if ROUNDED:
+            run_sum_exact = run_sum_exact * rescale + tl.sum(e * (1.0 + d * (1.0 + 0.5 * d)), 1)
         run_max = new_max
-        target += tl.sum(tl.where(cols[None, :] == labels[:, None], z, 0.0), axis=1)
     out = rows * num_splits + pid_s
     tl.store(max_ptr + out, run_max, mask=row_mask)
     tl.store(sum_ptr + out, run_sum, mask=row_mask)
     tl.store(target_ptr + out, target, mask=row_mask)
+    if ROUNDED:
+        tl.store(sum_exact_ptr + out, run_sum_exact, mask=row_mask)
 
 
 @triton.jit
 def _dlogits_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, g_ptr, z_ptr,
                     N, V, H, stride_x, stride_w, stride_z, label_offset, inv_temp,
-                    HAS_BIAS: tl.constexpr, RECOMPUTE: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                    RECOMPUTE: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
     """z_tile <- g_i * (1[v = y_i] - exp(z_iv - lse_i)) for one [BLOCK_N, BLOCK_V] tile.
 
@@ -132,7 +153,8 @@ def _dlogits_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, g_ptr, z_ptr,
     z_tile = z_ptr + rows.to(tl.int64)[:, None] * stride_z + cols[None, :]
     if RECOMPUTE:
         z = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, row_mask, col_mask, H, stride_x,
-                         stride_w, inv_temp, HAS_BIAS, BLOCK_N, BLOCK_V, BLOCK_H)
+                         stride_w, inv_temp, HAS_BIAS, DOT_PRECISION, BLOCK_N, BLOCK_V,
+                         BLOCK_H)
     else:
         z = tl.load(z_tile, mask=mask, other=0.0).to(tl.float32)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
@@ -145,38 +167,56 @@ def _dlogits_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, g_ptr, z_ptr,
 
 # Both autotuned launches only write outputs that are pure functions of their inputs, so
 # re-running them while tuning is harmless.
-_logits_lse = triton.autotune(_gemm_configs(), key=["V", "H", "STORE_LOGITS"])(
+_logits_lse = triton.autotune(
+    _gemm_configs(), key=["V", "H", "DOT_PRECISION", "STORE_LOGITS", "ROUNDED"])(
     _logits_lse_kernel)
-_dlogits_recompute = triton.autotune(_gemm_configs(), key=["V", "H"])(_dlogits_kernel)
+_dlogits_recompute = triton.autotune(_gemm_configs(), key=["V", "H", "DOT_PRECISION"])(
+    _dlogits_kernel)
+
+
+def _dot_precision(x):
+    """fp32 inputs get IEEE products unless the user allowed TF32 for matmuls, as in torch."""
+    if x.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
 
 
 def _num_splits(n_rows: int, vocab: int, device: torch.device) -> tuple[int, int]:
-    """Split the vocabulary so that (token blocks x splits) fills the device twice over."""
+    """(splits, columns per split): enough splits that (token blocks x splits) fills the
+    device twice over, each split a whole number of the widest vocabulary tile."""
     sms = 4 if INTERPRET else torch.cuda.get_device_properties(device).multi_processor_count
     row_blocks = triton.cdiv(n_rows, 128)
-    splits = max(1, min(triton.cdiv(2 * sms, row_blocks), triton.cdiv(vocab, 1024)))
-    cols = triton.cdiv(triton.cdiv(vocab, splits), SPLIT_COLS_MULTIPLE) * SPLIT_COLS_MULTIPLE
+    splits = max(1, min(triton.cdiv(2 * sms, row_blocks), triton.cdiv(vocab, MIN_SPLIT_COLS)))
+    align = max(c.kwargs["BLOCK_V"] for c in _gemm_configs())
+    cols = triton.cdiv(triton.cdiv(vocab, splits), align) * align
     return triton.cdiv(vocab, cols), cols
 
 
+def _merge_splits(part_max, part_sum):
+    row_max = part_max.amax(dim=1, keepdim=True)
+    return row_max.squeeze(1) + (part_sum * torch.exp(part_max - row_max)).sum(1).log()
+
+
 def _lse_and_target(x, w, b, labels, inv_temp, z_buffer=None):
-    """Run the forward kernel on all rows of x; return (lse, target logit), fp32 [N]."""
+    """Run the forward kernel on all rows of x; return fp32 [N] (lse, target logit, lse of
+    the stored logits). With ``z_buffer`` the logits are also written there."""
     n, h = x.shape
     v = w.shape[0]
     splits, cols = _num_splits(n, v, x.device)
-    part_max = torch.empty(n, splits, dtype=torch.float32, device=x.device)
-    part_sum = torch.empty_like(part_max)
-    part_target = torch.empty_like(part_max)
+    part_max, part_sum, part_sum_exact, part_target = torch.empty(
+        4, n, splits, dtype=torch.float32, device=x.device).unbind(0)
     store = z_buffer is not None
+    rounded = store and z_buffer.dtype != torch.float32
     z = z_buffer if store else part_max  # an unused pointer when not storing
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), splits)  # noqa: E731
     _logits_lse[grid](
-        x, w, b if b is not None else x, labels, part_max, part_sum, part_target, z,
-        n, v, h, x.stride(0), w.stride(0), z.stride(0) if store else 0, cols, splits,
-        inv_temp, HAS_BIAS=b is not None, STORE_LOGITS=store)
-    row_max = part_max.amax(dim=1, keepdim=True)
-    lse = row_max.squeeze(1) + (part_sum * torch.exp(part_max - row_max)).sum(1).log()
-    return lse, part_target.sum(1)
+        x, w, b if b is not None else x, labels, part_max, part_sum, part_sum_exact,
+        part_target, z, n, v, h, x.stride(0), w.stride(0), z.stride(0) if store else 0, cols,
+        splits, inv_temp, HAS_BIAS=b is not None, DOT_PRECISION=_dot_precision(x),
+        STORE_LOGITS=store, ROUNDED=rounded)
+    lse_stored = _merge_splits(part_max, part_sum)
+    lse = _merge_splits(part_max, part_sum_exact) if rounded else lse_stored
+    return lse, part_target.sum(1), lse_stored
 
 
 def _launch_dlogits(x, w, b, labels, lse, g, z, label_offset, inv_temp, recompute):
@@ -187,29 +227,32 @@ def _launch_dlogits(x, w, b, labels, lse, g, z, label_offset, inv_temp, recomput
     grid = lambda m: (triton.cdiv(n, m["BLOCK_N"]), triton.cdiv(v, m["BLOCK_V"]))  # noqa: E731
     kernel[grid](x, w, b if b is not None else x, labels, lse, g, z, n, v, x.shape[1],
                  x.stride(0), w.stride(0), z.stride(0), label_offset, inv_temp,
-                 HAS_BIAS=b is not None, RECOMPUTE=recompute, **meta)
+                 HAS_BIAS=b is not None, DOT_PRECISION=_dot_precision(x), RECOMPUTE=recompute,
+                 **meta)
 
 
 def _accumulate_mm(acc, a, b):
-    """acc += a @ b with the product accumulated in fp32 inside the GEMM."""
+    """acc += a @ b with fp32 accumulation across calls: a 16-bit partial product rounded
+    before each add would make the sum over chunks worse than one 16-bit GEMM."""
     if acc.dtype == a.dtype:
         acc.addmm_(a, b)
-    else:
-        acc.add_(torch.mm(a, b))
+    elif a.is_cuda:  # cuBLAS: 16-bit inputs, fp32 C read and written in place
+        torch.addmm(acc, a, b, acc.dtype, out=acc)
+    else:  # the Triton interpreter on CPU: no mixed-dtype GEMM there
+        acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
 def forward(x, w, b, labels, inv_temp):
     """Return (logp, lse), both float32 [N]."""
-    lse, target = _lse_and_target(x, w, b, labels, inv_temp)
+    lse, target, _ = _lse_and_target(x, w, b, labels, inv_temp)
     return target - lse, lse
 
 
-def backward(x, w, b, labels, lse, grad, inv_temp, needs, chunk_cols=None):
+def backward(x, w, b, labels, lse, grad, inv_temp, needs):
     """Gradients (dx, dW, db) of sum_i grad_i * logp_i, walking the vocabulary in chunks."""
     need_x, need_w, need_b = needs
     n, v = x.shape[0], w.shape[0]
-    cols = chunk_cols or max(256, CHUNK_BYTES // (max(n, 1) * x.element_size()) // 256 * 256)
-    cols = min(cols, v)
+    cols = min(v, max(64, CHUNK_BYTES // (n * x.element_size()) // 64 * 64))
     g = (grad * inv_temp).float()  # fold 1/tau into dz, so dx = dz W and dW = dz^T x
     z = torch.empty(n, cols, dtype=x.dtype, device=x.device)
     dx = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if need_x else None
@@ -229,7 +272,7 @@ def backward(x, w, b, labels, lse, grad, inv_temp, needs, chunk_cols=None):
     return (None if dx is None else dx.to(x.dtype)), dw, db
 
 
-def forward_backward(x, w, b, labels, coef, inv_temp, needs, chunk_rows=None):
+def forward_backward(x, w, b, labels, coef, inv_temp, needs):
     """Single pass: (logp, dx, dW, db) of sum_i coef_i * logp_i, logits computed once.
 
     Per chunk of rows: the forward kernel writes the logits into the chunk buffer while it
@@ -237,20 +280,22 @@ def forward_backward(x, w, b, labels, coef, inv_temp, needs, chunk_rows=None):
     """
     need_x, need_w, need_b = needs
     n, v = x.shape[0], w.shape[0]
-    rows = chunk_rows or max(128, CHUNK_BYTES // (v * x.element_size()) // 128 * 128)
-    rows = min(rows, n)
+    rows = min(n, max(16, CHUNK_BYTES // (v * x.element_size()) // 16 * 16))
     g = (coef * inv_temp).float()
     z = torch.empty(rows, v, dtype=x.dtype, device=x.device)
     logp = torch.empty(n, dtype=torch.float32, device=x.device)
+    fp32 = dict(dtype=torch.float32, device=x.device)
     dx = torch.empty_like(x) if need_x else None
-    dw = torch.zeros(w.shape, dtype=torch.float32, device=x.device) if need_w else None
-    db = torch.zeros(v, dtype=torch.float32, device=x.device) if (need_b and b is not None) else None
+    dw = torch.zeros(w.shape, **fp32) if need_w else None
+    db = torch.zeros(v, **fp32) if (need_b and b is not None) else None
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         x_c, y_c, dz = x[r0:r1], labels[r0:r1], z[: r1 - r0]
-        lse, target = _lse_and_target(x_c, w, b, y_c, inv_temp, z_buffer=dz)
+        lse, target, lse_stored = _lse_and_target(x_c, w, b, y_c, inv_temp, z_buffer=dz)
         logp[r0:r1] = target - lse
-        _launch_dlogits(x_c, w, b, y_c, lse, g[r0:r1], dz, 0, inv_temp, recompute=False)
+        if any(needs):
+            _launch_dlogits(x_c, w, b, y_c, lse_stored, g[r0:r1], dz, 0, inv_temp,
+                            recompute=False)
         if dx is not None:
             torch.mm(dz, w, out=dx[r0:r1])
         if dw is not None:

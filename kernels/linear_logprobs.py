@@ -171,7 +171,8 @@ def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temp
         backend: "triton" (CUDA), "torch" (chunked PyTorch), or "auto" (Triton on CUDA).
 
     Returns:
-        float32 tensor of labels' shape; exactly 0 where ``labels == ignore_index``.
+        float32 tensor of labels' shape (float64 for float64 inputs on the torch backend);
+        exactly 0 where ``labels == ignore_index``.
         Differentiable w.r.t. hidden, weight and bias under any upstream gradient.
     """
     _check_inputs(hidden, weight, labels, bias, ignore_index, temperature)

@@ -1,0 +1,20 @@
+"""Independent float64 references, written with plain PyTorch on full logits."""
+
+import torch
+
+
+def logits64(hidden, weight, bias=None, temperature=1.0):
+    z = hidden.double() @ weight.double().T / temperature
+    return z if bias is None else z + bias.double()
+
+
+def token_logprobs64(hidden, weight, labels, bias=None, temperature=1.0, ignore_index=-100):
+    """log_softmax(hidden W^T / t + b)[label], 0 at ignored positions, float64."""
+    logp = torch.log_softmax(logits64(hidden, weight, bias, temperature), dim=-1)
+    valid = labels != ignore_index
+    picked = logp.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(valid, picked, torch.zeros_like(picked))
+
+
+def leaf64(t):
+    return None if t is None else t.detach().double().requires_grad_(True)

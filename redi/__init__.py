@@ -4,24 +4,34 @@ Public API (imported lazily, so ``import redi`` stays cheap for the data tools):
 
 * ``redi.token_logprobs`` / ``redi.weighted_logprob_sum``: fused per-token log-probs of a
   linear head, never materializing the [tokens x vocab] logits (``redi.kernels``).
+* ``redi.FusedLinearREDILoss``, ``FusedLinearDPOLoss``, ``FusedLinearSimPOLoss``,
+  ``FusedLinearSFTLoss``: the fused losses, called as ``loss_fn(weight, hidden, labels)``.
+* ``redi.functional``: the same losses on precomputed per-sequence log-prob sums.
 """
 
 from importlib import import_module
 
 __version__ = "0.1.0"
 
+# public name -> (module, attribute); attribute None exports the module itself
 _EXPORTS = {
-    "token_logprobs": "redi.kernels",
-    "weighted_logprob_sum": "redi.kernels",
+    "token_logprobs": ("redi.kernels", "token_logprobs"),
+    "weighted_logprob_sum": ("redi.kernels", "weighted_logprob_sum"),
+    "FusedLinearREDILoss": ("redi.losses", "FusedLinearREDILoss"),
+    "FusedLinearDPOLoss": ("redi.losses", "FusedLinearDPOLoss"),
+    "FusedLinearSimPOLoss": ("redi.losses", "FusedLinearSimPOLoss"),
+    "FusedLinearSFTLoss": ("redi.losses", "FusedLinearSFTLoss"),
+    "functional": ("redi.functional", None),
 }
 
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'redi' has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'redi' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    return import_module(module) if attr is None else getattr(import_module(module), attr)
 
 
 def __dir__():

@@ -1,0 +1,155 @@
+"""Fused linear REDI, DPO, SimPO and SFT losses: lm_head + log-probs + loss, no logits.
+
+Called in Liger-Kernel's order::
+
+    loss, metrics = loss_fn(lm_head.weight, hidden, labels, bias=None, **extra)
+
+``hidden`` are the final hidden states, ``labels`` aligned with them (already shifted) with
+``ignore_index`` on prompt and padding. Preference batches are padded ``[2B, T, H]`` (B
+chosen rows first) or packed (see ``redi.segments``). ``metrics`` holds detached tensors.
+
+The losses linear in the token log-probs (REDI, SFT) know dL/dlogp_t before the forward
+pass, so they run the single-pass op (gradients produced with the value: 3 matmuls). DPO,
+SimPO and reweighted REDI need the sequence totals first and run the two-pass op, whose
+backward recomputes the logits (4 matmuls). Formulas and defaults: ``redi.functional``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import functional as LF
+from .kernels import token_logprobs, weighted_logprob_sum
+from .segments import PairedSequences
+
+
+class _FusedLinearPreferenceLoss(torch.nn.Module):
+    """Shared driver: split the batch into pairs, get per-sequence log-prob sums, apply the
+    pair loss from ``redi.functional``."""
+
+    def __init__(self, ignore_index: int = -100, backend: str = "auto"):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.backend = backend
+
+    def pair_loss(self, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                  num_pairs, **extra):
+        raise NotImplementedError
+
+    def linear_weights(self, chosen_lengths, rejected_lengths, num_pairs):
+        """(dL/dlp chosen, dL/dlp rejected) per pair when the loss is linear, else None."""
+        return None
+
+    def forward(self, weight, hidden, labels, bias=None, *, seq_index=None, cu_seqlens=None,
+                chosen_index=None, rejected_index=None, num_pairs=None, **extra):
+        pairs = PairedSequences.from_batch(
+            hidden, labels, self.ignore_index, seq_index=seq_index, cu_seqlens=cu_seqlens,
+            chosen_index=chosen_index, rejected_index=rejected_index)
+        len_w, len_l = pairs.lengths[pairs.chosen], pairs.lengths[pairs.rejected]
+        op_args = dict(bias=bias, ignore_index=self.ignore_index, backend=self.backend)
+        weights = self.linear_weights(len_w, len_l, num_pairs)
+        if weights is not None:
+            coef = pairs.token_values(*weights)
+            loss, logp = weighted_logprob_sum(pairs.hidden, weight, pairs.labels, coef,
+                                              return_logprobs=True, **op_args)
+            sums = pairs.sequence_sums(logp)
+            _, metrics = self.pair_loss(sums[pairs.chosen], sums[pairs.rejected], len_w, len_l,
+                                        num_pairs, **extra)
+        else:
+            logp = token_logprobs(pairs.hidden, weight, pairs.labels, **op_args)
+            sums = pairs.sequence_sums(logp)
+            loss, metrics = self.pair_loss(sums[pairs.chosen], sums[pairs.rejected], len_w,
+                                           len_l, num_pairs, **extra)
+        metrics.update(chosen_tokens=len_w, rejected_tokens=len_l)
+        return loss, metrics
+
+
+class FusedLinearREDILoss(_FusedLinearPreferenceLoss):
+    """REDI: mean_pairs[ -chosen_coef lp(y_w)/|y_w| + alpha w lp(y_l)/|y_l| ].
+
+    Reference-free; alpha = 0.8 (paper default; 0 = SFT on positives, 1 = symmetric).
+    ``w = 1``, or ``exp(neg_reweight_gamma * lp(y_l)/|y_l|)`` with the public recipe's
+    optional negative reweighting (off by default). Without reweighting the loss is linear
+    in the token log-probs and runs the single-pass fused op.
+    """
+
+    def __init__(self, alpha: float = 0.8, chosen_coef: float = 1.0, ignore_index: int = -100,
+                 backend: str = "auto", neg_reweight_gamma: float | None = None):
+        super().__init__(ignore_index, backend)
+        LF.check_redi_args(alpha, chosen_coef, neg_reweight_gamma)
+        self.alpha, self.chosen_coef = alpha, chosen_coef
+        self.neg_reweight_gamma = neg_reweight_gamma
+
+    def linear_weights(self, chosen_lengths, rejected_lengths, num_pairs):
+        if self.neg_reweight_gamma is not None:
+            return None
+        return LF.redi_sequence_weights(chosen_lengths, rejected_lengths, alpha=self.alpha,
+                                        chosen_coef=self.chosen_coef, num_pairs=num_pairs)
+
+    def pair_loss(self, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                  num_pairs):
+        return LF.redi_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                            alpha=self.alpha, chosen_coef=self.chosen_coef,
+                            neg_reweight_gamma=self.neg_reweight_gamma, num_pairs=num_pairs)
+
+
+class FusedLinearDPOLoss(_FusedLinearPreferenceLoss):
+    """DPO (sigmoid) on summed log-probs against a frozen reference.
+
+    ``forward(weight, hidden, labels, bias=None, *, ref_chosen_logps, ref_rejected_logps)``
+    with ``[B]`` summed reference log-probs (e.g. precomputed from the SFT model). The paper's
+    best Stage-2 setting on its data: beta = 0.001, lr 2e-7.
+    """
+
+    def __init__(self, beta: float = 0.1, loss_type: str = "sigmoid", ignore_index: int = -100,
+                 backend: str = "auto"):
+        super().__init__(ignore_index, backend)
+        LF.check_beta(beta)
+        if loss_type != "sigmoid":
+            raise ValueError(f"loss_type must be 'sigmoid', got {loss_type!r}")
+        self.beta, self.loss_type = beta, loss_type
+
+    def pair_loss(self, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                  num_pairs, ref_chosen_logps=None, ref_rejected_logps=None):
+        return LF.dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                           beta=self.beta, loss_type=self.loss_type, num_pairs=num_pairs)
+
+
+class FusedLinearSimPOLoss(_FusedLinearPreferenceLoss):
+    """SimPO: mean_pairs -log sigma(beta [lp(y_w)/|y_w| - lp(y_l)/|y_l|] - gamma).
+
+    Reference-free; the paper's Stage-2 baseline uses beta = 2, gamma = 1, lr 5e-7.
+    """
+
+    def __init__(self, beta: float = 2.0, gamma: float = 1.0, ignore_index: int = -100,
+                 backend: str = "auto"):
+        super().__init__(ignore_index, backend)
+        LF.check_beta(beta)
+        self.beta, self.gamma = beta, gamma
+
+    def pair_loss(self, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                  num_pairs):
+        return LF.simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                             beta=self.beta, gamma=self.gamma, num_pairs=num_pairs)
+
+
+class FusedLinearSFTLoss(torch.nn.Module):
+    """SFT: mean negative log-likelihood over non-ignored tokens, -sum_t logp_t / n_tokens.
+
+    Single pass. ``num_tokens`` overrides the denominator (the global count of an
+    accumulated or data-parallel batch). A batch with no completion token has loss 0 and
+    zero gradients. Padded ``[B, T, H]`` and packed ``[N, H]`` batches are the same to it.
+    """
+
+    def __init__(self, ignore_index: int = -100, backend: str = "auto"):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.backend = backend
+
+    def forward(self, weight, hidden, labels, bias=None, *, num_tokens=None):
+        tokens = (labels != self.ignore_index).sum()
+        denominator = tokens.clamp(min=1) if num_tokens is None else num_tokens
+        coef = torch.full(labels.shape, -1.0, device=labels.device) / denominator
+        loss = weighted_logprob_sum(hidden, weight, labels, coef, bias=bias,
+                                    ignore_index=self.ignore_index, backend=self.backend)
+        return loss, {"nll": loss.detach(), "tokens": tokens}

@@ -10,7 +10,10 @@ import sys
 from importlib import import_module
 
 # name -> (module with main(argv), one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("redi.data.cli", "raw rows (OpenR1-Math-Raw, TRL) or the built-in task to "
+                                 "sft.jsonl, pairs.jsonl, stats.json"),
+}
 
 
 def _usage() -> str:

@@ -1,0 +1,284 @@
+"""The built-in task: column addition with step-by-step "teacher" traces.
+
+Each problem asks for the sum of 2 or 3 whole numbers of 1 to 3 digits
+("Compute 358 + 274."). A teacher trace works column by column, right to left, and
+ends with the answer in ``\\boxed{}``::
+
+    <think>
+    units: 8 + 4 = 12, write 2, carry 1
+    tens: 5 + 7 + 1 = 13, write 3, carry 1
+    hundreds: 3 + 2 + 1 = 6, write 6
+    </think>
+    \\boxed{632}
+
+An incorrect trace makes exactly one realistic mistake in one column and then carries on
+correctly from the wrong state, so it differs from the correct trace in a few steps:
+
+* ``slip``: a single-digit sum is off by one or two (``8 + 4 = 11``);
+* ``dropped_term``: a digit of one operand is left out of a column (``5 + 1 = 6``);
+* ``forgot_carry``: the carry announced by the previous column is not added;
+* ``dropped_carry``: a column's carry is never written down, so it is lost.
+
+Every mistake changes the final answer. The teacher errs in each column with probability
+``column_error`` (at most once per trace), so longer sums are wrong more often.
+
+Rows follow the OpenR1-Math-Raw schema (``problem``, ``answer``, ``generations``,
+``correctness`` with the three verdict lists, ``problem_is_valid``, ``source``, ``uuid``);
+the verdicts all equal the answer check. Problems are split into train and test by a hash
+of the operands, so the held-out split never shares a problem with the training rows
+whatever the sizes and seeds. The held-out split comes as problems with answers
+(``test.jsonl``: ``id``, ``problem``, ``answer``) and as correct/incorrect trace pairs
+(``test_pairs.jsonl``). ``check_answer`` is the task's answer checker (last ``\\boxed{}``,
+whole numbers compared after normalization).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE = "builtin_addition"
+COLUMN_NAMES = ("units", "tens", "hundreds", "thousands")
+MISTAKES = ("slip", "dropped_term", "forgot_carry", "dropped_carry")
+TEST_SHARE = 10  # one problem in TEST_SHARE (by operand hash) belongs to the test split
+
+
+@dataclass(frozen=True)
+class Column:
+    """One line of a trace: the digits summed in a column and what is written."""
+
+    name: str
+    terms: tuple[int, ...]  # operand digits, then the incoming carry when it is added
+    total: int
+    write: int
+    carry: int  # the carry written on this line (0: none written)
+
+
+def problem_text(operands: tuple[int, ...]) -> str:
+    """The problem statement for a sum."""
+    return "Compute " + " + ".join(map(str, operands)) + "."
+
+
+def is_test_problem(operands: tuple[int, ...]) -> bool:
+    """Whether a problem belongs to the held-out split (a fixed hash of the operands)."""
+    digest = hashlib.blake2b(repr(operands).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % TEST_SHARE == 0
+
+
+def sample_operands(rng: random.Random, max_operands: int = 3, max_digits: int = 3) -> tuple:
+    """Draw 2..max_operands numbers of 1..max_digits digits (digit counts drawn first)."""
+    count = rng.randint(2, max_operands)
+    digits = [rng.randint(1, max_digits) for _ in range(count)]
+    return tuple(rng.randint(10 ** (d - 1) if d > 1 else 0, 10**d - 1) for d in digits)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One teacher error: ``kind`` in MISTAKES, in ``column`` (0 = units); ``detail`` is the
+    slip's error (+-1, +-2) or the index of the dropped operand digit."""
+
+    kind: str
+    column: int
+    detail: int = 0
+
+
+def column_digits(operands: tuple[int, ...], column: int) -> list[int]:
+    """The digits operands contribute to a column (shorter numbers contribute none)."""
+    return [n // 10**column % 10 for n in operands if column == 0 or n >= 10**column]
+
+
+def solve(operands: tuple[int, ...], mistake: Mistake | None = None) -> list[Column]:
+    """Column-by-column solution, with at most one injected mistake."""
+    width = len(str(max(operands)))
+    columns = []
+    carry_in = 0
+    for j in range(width):
+        digits = column_digits(operands, j)
+        kind = mistake.kind if mistake and mistake.column == j else None
+        if kind == "dropped_term":
+            del digits[mistake.detail]
+        terms = tuple(digits) + ((carry_in,) if carry_in and kind != "forgot_carry" else ())
+        total = sum(terms) + (mistake.detail if kind == "slip" else 0)
+        last = j == width - 1
+        write = total if last else total % 10
+        carry = 0 if last or kind == "dropped_carry" else total // 10
+        columns.append(Column(COLUMN_NAMES[j], terms, total, write, carry))
+        carry_in = carry
+    return columns
+
+
+def possible_mistakes(operands: tuple[int, ...]) -> list[Mistake]:
+    """Every single mistake that changes the final answer for these operands."""
+    correct = solve(operands)
+    options = []
+    for j, col in enumerate(correct):
+        carry_in = correct[j - 1].carry if j else 0
+        options += [Mistake("slip", j, d) for d in (-2, -1, 1, 2) if col.total + d >= 0]
+        digits = column_digits(operands, j)
+        if len(digits) >= 2:
+            options += [Mistake("dropped_term", j, i) for i, d in enumerate(digits) if d]
+        if carry_in:
+            options.append(Mistake("forgot_carry", j))
+        if col.carry:
+            options.append(Mistake("dropped_carry", j))
+    return options
+
+
+def answer_of(columns: list[Column]) -> str:
+    """The number the written digits spell, most significant column first."""
+    return "".join(str(c.write) for c in reversed(columns))
+
+
+def render_trace(columns: list[Column]) -> str:
+    """The teacher's text for a column solution."""
+    lines = []
+    for c in columns:
+        line = f"{c.name}: {' + '.join(map(str, c.terms))} = {c.total}, write {c.write}"
+        lines.append(line + (f", carry {c.carry}" if c.carry else ""))
+    return "<think>\n" + "\n".join(lines) + "\n</think>\n\\boxed{" + answer_of(columns) + "}"
+
+
+def teacher_trace(rng: random.Random, operands: tuple[int, ...], column_error: float) -> str:
+    """One teacher generation: at most one mistake, each column erring with column_error."""
+    width = len(str(max(operands)))
+    if rng.random() >= 1 - (1 - column_error) ** width:
+        return render_trace(solve(operands))
+    return render_trace(solve(operands, rng.choice(possible_mistakes(operands))))
+
+
+def generate_rows(num_problems: int, seed: int = 0, generations: int = 4,
+                  column_error: float = 0.2, max_operands: int = 3,
+                  max_digits: int = 3) -> Iterator[dict]:
+    """Training rows in the OpenR1-Math-Raw schema (never a held-out problem)."""
+    rng = random.Random(seed)
+    for _ in range(num_problems):
+        operands = sample_operands(rng, max_operands, max_digits)
+        while is_test_problem(operands):
+            operands = sample_operands(rng, max_operands, max_digits)
+        answer = str(sum(operands))
+        traces = [teacher_trace(rng, operands, column_error) for _ in range(generations)]
+        verdicts = [check_answer(t, answer) for t in traces]
+        yield {
+            "problem": problem_text(operands),
+            "answer": answer,
+            "generations": traces,
+            "correctness": {
+                "llama_verification": verdicts,
+                "math_verify_answer": list(verdicts),
+                "math_verify_reparsed_answer": list(verdicts),
+            },
+            "problem_is_valid": "Yes",
+            "source": SOURCE,
+            "uuid": str(uuid.UUID(int=rng.getrandbits(128))),
+        }
+
+
+def _test_operands(num_problems: int, seed: int, max_operands: int,
+                   max_digits: int) -> list[tuple[int, ...]]:
+    """Distinct held-out operand tuples, in a fixed order for the seed."""
+    rng = random.Random(f"test-{seed}")
+    found: dict[tuple[int, ...], None] = {}
+    misses = 0
+    while len(found) < num_problems:
+        operands = sample_operands(rng, max_operands, max_digits)
+        if operands in found or not is_test_problem(operands):
+            misses += 1
+            if misses > 100 * num_problems + 10_000:
+                raise ValueError(f"cannot find {num_problems} distinct held-out problems with "
+                                 f"at most {max_operands} operands of {max_digits} digits")
+            continue
+        found[operands] = None
+    return list(found)
+
+
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def _assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def generate_test(num_problems: int, seed: int = 0, max_operands: int = 3,
+                  max_digits: int = 3) -> list[dict]:
+    """Distinct held-out problems: ``id``, ``problem``, ``answer``."""
+    return [{"id": f"builtin-test-{i:05d}", "problem": problem_text(ops), "answer": str(sum(ops))}
+            for i, ops in enumerate(_test_operands(num_problems, seed, max_operands,
+                                                   max_digits))]
+
+
+def generate_test_pairs(num_problems: int, seed: int = 0, max_operands: int = 3,
+                        max_digits: int = 3) -> list[dict]:
+    """The held-out problems (same ids as ``generate_test``) as preference rows: ``prompt``,
+    ``chosen`` (the correct trace), ``rejected`` (a trace with one random mistake, whose
+    kind is in ``mistake``) and ``answer``; for measuring how a model ranks correct and
+    incorrect traces of unseen problems (``tokenized.load_pairs`` reads them)."""
+    rng = random.Random(f"test-pairs-{seed}")
+    rows = []
+    for i, ops in enumerate(_test_operands(num_problems, seed, max_operands, max_digits)):
+        mistake = rng.choice(possible_mistakes(ops))
+        rows.append({"id": f"builtin-test-{i:05d}", "prompt": _user(problem_text(ops)),
+                     "chosen": _assistant(render_trace(solve(ops))),
+                     "rejected": _assistant(render_trace(solve(ops, mistake))),
+                     "answer": str(sum(ops)), "mistake": mistake.kind})
+    return rows
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    with path.open("w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return path
+
+
+def write_task(output_dir: str | Path, num_problems: int, num_test: int, seed: int = 0,
+               **task_options) -> dict[str, Path]:
+    """Write the task into output_dir: ``raw.jsonl`` (training rows, OpenR1 schema),
+    ``test.jsonl`` (held-out problems) and ``test_pairs.jsonl`` (held-out pairs); returns
+    their paths under the keys "raw", "test", "test_pairs"."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    sizes = {k: v for k, v in task_options.items() if k in ("max_operands", "max_digits")}
+    return {
+        "raw": _write_jsonl(output_dir / "raw.jsonl",
+                            generate_rows(num_problems, seed, **task_options)),
+        "test": _write_jsonl(output_dir / "test.jsonl", generate_test(num_test, seed, **sizes)),
+        "test_pairs": _write_jsonl(output_dir / "test_pairs.jsonl",
+                                   generate_test_pairs(num_test, seed, **sizes)),
+    }
+
+
+_BOXED = "\\boxed{"
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (nested braces allowed), None when absent."""
+    start = text.rfind(_BOXED)
+    if start < 0:
+        return None
+    depth, i = 1, start + len(_BOXED)
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None
+
+
+def normalize_answer(answer: str) -> str | None:
+    """A whole number in canonical form ("0632", "$1,234$ " -> "632", "1234"), else None."""
+    cleaned = re.sub(r"[\s$,]|\\[,!; ]", "", answer).rstrip(".")
+    if not re.fullmatch(r"[+-]?\d+", cleaned):
+        return None
+    return str(int(cleaned))
+
+
+def check_answer(completion: str, answer: str) -> bool:
+    """Whether the completion's last boxed answer equals the reference answer."""
+    boxed = extract_boxed(completion)
+    predicted = normalize_answer(boxed) if boxed is not None else None
+    return predicted is not None and predicted == normalize_answer(answer)

@@ -1,0 +1,294 @@
+"""The ``redi prepare`` pipeline: raw rows to ``sft.jsonl``, ``pairs.jsonl``, ``stats.json``.
+
+Inputs are OpenR1-Math-Raw rows (the paper's rules, ``openr1.py``) or TRL conversational
+rows (``messages``, or ``prompt``/``chosen``/``rejected``), read with ``io.read_rows``.
+The format is detected from the first record unless given.
+
+Outputs (written to temporary names, then renamed, so a failed run leaves no partial file):
+
+* ``sft.jsonl`` (OpenR1 and ``messages`` inputs): ``messages`` (user = the problem,
+  assistant = the trace), plus provenance: ``source``, ``uuid``, ``row`` ("file:row"),
+  ``generation`` (index of the trace) and ``answer`` when the input has them;
+* ``pairs.jsonl`` (OpenR1 and preference inputs): ``prompt``, ``chosen``, ``rejected``
+  message lists, plus ``source``, ``uuid``, ``row``, ``chosen_generation``,
+  ``rejected_generation`` (and ``answer``);
+* ``stats.json``: rows read / invalid (per reason) / filtered (per rule) / kept, SFT rows
+  and pairs written and dropped per reason, and token-length percentiles.
+
+OpenR1 rows are written in the order of the seed-42 shuffle of the kept problems; TRL rows
+in input order. Token lengths (for the pair limits and the statistics) are counted with the
+formatter's tokenizer and chat template, untruncated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import mmap
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from redi.data import openr1
+from redi.data.errors import DataError, InvalidRows
+from redi.data.formatting import Encoded, Formatter
+from redi.data.io import Row, count_rows, read_rows
+from redi.data.validation import FORMATS, detect_format, messages_row, openr1_row, preference_row
+
+PROGRESS_MIN_ROWS = 10_000
+OUTPUTS = {"openr1": ("sft", "pairs"), "messages": ("sft",), "preference": ("pairs",)}
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Options of ``prepare`` (a None token limit: no limit)."""
+
+    input_format: str = "auto"
+    skip_invalid: bool = False
+    shuffle_seed: int = openr1.SHUFFLE_SEED
+    dropped_sources: tuple[str, ...] = openr1.DROPPED_SOURCES
+    max_prompt_tokens: int | None = openr1.MAX_PROMPT_TOKENS
+    max_response_tokens: int | None = openr1.MAX_RESPONSE_TOKENS
+    progress: bool = True
+    chunk_size: int = 1024
+
+
+class _Spool:
+    """JSON lines stored under integer keys in arrival order, then copied out in any order."""
+
+    def __init__(self, directory: Path):
+        self.file = tempfile.TemporaryFile(dir=directory)
+        self.spans: dict[int, tuple[int, int]] = {}
+        self.size = 0
+
+    def add(self, key: int, record: dict) -> None:
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        self.spans[key] = (self.size, len(data))
+        self.file.write(data)
+        self.size += len(data)
+
+    def write(self, path: Path, order: Iterable[int]) -> None:
+        self.file.flush()
+        with open(path, "wb") as out:
+            if not self.size:
+                return
+            with mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                for key in order:
+                    if key in self.spans:
+                        start, length = self.spans[key]
+                        out.write(data[start:start + length])
+
+
+def _percentiles(values: list[int]) -> dict:
+    if not values:
+        return {"count": 0}
+    a = np.asarray(values)
+    stats = {"count": len(values), "mean": round(float(a.mean()), 2), "min": int(a.min())}
+    stats.update({f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 95, 99)})
+    return stats | {"max": int(a.max())}
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+class _Preparer:
+    """Accumulates one run's outputs (in spools) and statistics."""
+
+    def __init__(self, formatter: Formatter, options: PrepareOptions, directory: Path):
+        self.formatter, self.options = formatter, options
+        self.spools = {"sft": _Spool(directory), "pairs": _Spool(directory)}
+        self.kept = 0
+        self.filtered: Counter[str] = Counter()
+        self.dropped = {"sft": Counter(), "pairs": Counter()}
+        self.null_verdicts = 0
+        self.lengths = {"sft": {"prompt": [], "response": [], "total": []},
+                        "pairs": {"prompt": [], "chosen": [], "rejected": []}}
+
+    def add_sft(self, key: int, record: dict, e: Encoded) -> None:
+        self.spools["sft"].add(key, record)
+        for name, n in (("prompt", e.prompt_length), ("response", e.completion_length),
+                        ("total", len(e.input_ids))):
+            self.lengths["sft"][name].append(n)
+
+    def add_pair(self, key: int, record: dict, chosen: Encoded, rejected: Encoded) -> None:
+        counts = (chosen.prompt_length, chosen.completion_length, rejected.completion_length)
+        reason = openr1.pair_length_reason(*counts, self.options.max_prompt_tokens,
+                                           self.options.max_response_tokens)
+        if reason:
+            self.dropped["pairs"][reason] += 1
+            return
+        self.spools["pairs"].add(key, record)
+        for name, n in zip(("prompt", "chosen", "rejected"), counts, strict=True):
+            self.lengths["pairs"][name].append(n)
+
+    def openr1(self, chunk: list[tuple[Row, object]]) -> None:
+        todo = []
+        for row, r in chunk:
+            reason = openr1.filter_reason(r, self.options.dropped_sources)
+            if reason:
+                self.filtered[reason] += 1
+                continue
+            self.null_verdicts += sum(v is None for v in r.llama_verification) + sum(
+                v is None for v in r.math_verify_reparsed_answer)
+            todo.append((self.kept, row, r, *openr1.first_traces(r)))
+            self.kept += 1
+        conversations = [([_user(r.problem), _assistant(r.generations[g])], 1)
+                         for _, _, r, c, i in todo for g in (c, i) if g is not None]
+        encoded = iter(self.formatter.encode_conversations(conversations))
+        for key, row, r, c, i in todo:
+            e_chosen = next(encoded) if c is not None else None
+            e_rejected = next(encoded) if i is not None else None
+            origin = {"source": r.source, "uuid": r.uuid, "row": f"{row.file}:{row.number}"}
+            origin |= {"answer": r.answer} if r.answer is not None else {}
+            if c is None:
+                self.dropped["sft"]["no_correct_trace"] += 1
+                self.dropped["pairs"]["no_correct_trace"] += 1
+                continue
+            messages = [_user(r.problem), _assistant(r.generations[c])]
+            self.add_sft(key, {"messages": messages, **origin, "generation": c}, e_chosen)
+            if i is None:
+                self.dropped["pairs"]["no_incorrect_trace"] += 1
+                continue
+            record = {"prompt": messages[:1], "chosen": messages[1:],
+                      "rejected": [_assistant(r.generations[i])], **origin,
+                      "chosen_generation": c, "rejected_generation": i}
+            self.add_pair(key, record, e_chosen, e_rejected)
+
+    def messages(self, chunk: list[tuple[Row, list]]) -> None:
+        encoded = self.formatter.encode_conversations([(m, 0) for _, m in chunk])
+        for (row, messages), e in zip(chunk, encoded, strict=True):
+            self.add_sft(self.kept, {"messages": messages, "row": f"{row.file}:{row.number}"}, e)
+            self.kept += 1
+
+    def preference(self, chunk: list[tuple[Row, tuple]]) -> None:
+        encoded = iter(self.formatter.encode_conversations(
+            [(p + answer, len(p)) for _, (p, c, r) in chunk for answer in (c, r)]))
+        for row, (prompt, chosen, rejected) in chunk:
+            record = {"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                      "row": f"{row.file}:{row.number}"}
+            self.add_pair(self.kept, record, next(encoded), next(encoded))
+            self.kept += 1
+
+
+PARSERS = {"openr1": openr1_row, "messages": messages_row, "preference": preference_row}
+
+
+def _detect(rows: Iterator) -> tuple[str | None, Iterator]:
+    """The format of the first record (None: there is none), and the rows with the ones
+    looked at put back."""
+    seen = []
+    for item in rows:
+        seen.append(item)
+        if isinstance(item, Row):
+            found = detect_format(item.data)
+            if found is None:
+                raise DataError(item.file, item.number, None, "unknown_format",
+                                "cannot tell the input format: expected OpenR1-Math-Raw fields "
+                                "(problem, generations, correctness), 'messages', or "
+                                "'prompt'/'chosen'/'rejected' (or pass --format)")
+            return found, itertools.chain(seen, rows)
+    return None, iter(seen)
+
+
+def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter,
+            options: PrepareOptions = PrepareOptions()) -> dict:
+    """Build the outputs described in the module docstring; returns the statistics.
+
+    Raises DataError on bad input (unless options.skip_invalid, which drops and counts
+    bad rows; a missing file or an input with no valid row is always an error).
+    """
+    started = time.perf_counter()
+    if options.input_format not in ("auto", *FORMATS):
+        raise ValueError(f"input_format must be 'auto' or one of {FORMATS}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    total = count_rows(input_path)
+
+    from tqdm import tqdm
+
+    rows = tqdm(read_rows(input_path), total=total, unit=" rows", desc="prepare",
+                disable=not options.progress or (total is not None and total < PROGRESS_MIN_ROWS))
+    fmt = options.input_format
+    rows_iter: Iterator = iter(rows)
+    if fmt == "auto":
+        fmt, rows_iter = _detect(rows_iter)
+    invalid = InvalidRows(options.skip_invalid)
+    read = 0
+
+    def parsed() -> Iterator[tuple[Row, object]]:
+        nonlocal read
+        for item in rows_iter:
+            read += 1
+            try:
+                if isinstance(item, DataError):
+                    raise item
+                yield item, PARSERS[fmt](item)
+            except DataError as error:
+                invalid.reject(error)
+
+    preparer = _Preparer(formatter, options, output_dir)
+    for chunk in _chunks(parsed(), options.chunk_size):
+        getattr(preparer, fmt)(chunk)
+    rows.close()
+    if read == sum(invalid.counts.values()):
+        skipped = f" ({read} invalid rows skipped)" if read else ""
+        raise DataError(str(input_path), None, None, "empty_input", f"no valid rows{skipped}")
+
+    order = (openr1.shuffled_order(preparer.kept, options.shuffle_seed) if fmt == "openr1"
+             else range(preparer.kept))
+    outputs = OUTPUTS[fmt]
+    stats = {
+        "input": str(input_path),
+        "format": fmt,
+        "tokenizer": getattr(formatter.tokenizer, "name_or_path", None),
+        "options": {k: v for k, v in asdict(options).items() if k not in ("progress",
+                                                                         "chunk_size")},
+        "rows": {"read": read, "invalid": sum(invalid.counts.values()),
+                 "filtered": sum(preparer.filtered.values()), "kept": preparer.kept},
+        "invalid": dict(invalid.counts),
+        "filtered": dict(preparer.filtered),
+        "null_verdicts": preparer.null_verdicts,
+    }
+    for name in outputs:
+        stats[name] = {"written": len(preparer.spools[name].spans),
+                       "dropped": dict(preparer.dropped[name])}
+    stats["token_lengths"] = {name: {k: _percentiles(v) for k, v in preparer.lengths[name].items()}
+                              for name in outputs}
+    for name in outputs:
+        tmp = output_dir / f".{name}.jsonl.tmp"
+        preparer.spools[name].write(tmp, order)
+        os.replace(tmp, output_dir / f"{name}.jsonl")
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    tmp = output_dir / ".stats.json.tmp"
+    tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    os.replace(tmp, output_dir / "stats.json")
+    return stats
+
+
+def prepare_builtin_task(output_dir: str | Path, formatter: Formatter, num_problems: int = 20_000,
+                         num_test: int = 500, seed: int = 0,
+                         options: PrepareOptions = PrepareOptions(), **task_options) -> dict:
+    """Generate the built-in task into output_dir (``raw.jsonl``, ``test.jsonl``,
+    ``test_pairs.jsonl``; see ``builtin_task.write_task``) and prepare it (``sft.jsonl``,
+    ``pairs.jsonl``, ``stats.json``). Returns the statistics."""
+    from redi.data.builtin_task import write_task
+
+    paths = write_task(output_dir, num_problems, num_test, seed, **task_options)
+    return prepare(paths["raw"], output_dir, formatter, options)

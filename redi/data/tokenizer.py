@@ -1,0 +1,74 @@
+"""Tokenizers: any local Hugging Face tokenizer directory, or the built-in one.
+
+The built-in tokenizer is a byte-level BPE (so it encodes any text) with single-digit
+number tokens (" 7" and "7") and a few hundred entries, trained with ``tokenizers`` on the built-in
+task's text. It is stored in ``redi/data/builtin-tokenizer`` (``tokenizer.json``,
+``tokenizer_config.json``, ``chat_template.jinja``), so it needs no download, loads with
+``transformers.AutoTokenizer.from_pretrained(dir)`` and ships with exported models.
+Its chat template is ChatML (``<|im_start|>role\\n...<|im_end|>\\n``), ``<|im_end|>`` is
+the EOS and ``<|endoftext|>`` the padding; ``<think>`` and ``</think>`` are single tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redi.data.errors import DataError
+
+BUILTIN_TOKENIZER_DIR = Path(__file__).parent / "builtin-tokenizer"
+BUILTIN_VOCAB_SIZE = 320
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def load_tokenizer(path: str | Path | None = None):
+    """A transformers tokenizer from a local directory (None: the built-in one).
+
+    Never touches the network. A tokenizer without a padding token pads with its EOS.
+    """
+    from transformers import AutoTokenizer
+
+    directory = Path(BUILTIN_TOKENIZER_DIR if path is None else path)
+    if not directory.is_dir():
+        raise DataError(str(directory), None, None, "missing_file",
+                        "no such tokenizer directory")
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_builtin_tokenizer(vocab_size: int = BUILTIN_VOCAB_SIZE):
+    """Train the built-in tokenizer from scratch (how the stored asset was made)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from redi.data.builtin_task import generate_rows
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, show_progress=False,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = [text for row in generate_rows(2000, seed=0)
+              for text in (row["problem"], *row["generations"])]
+    corpus += ["system", "user", "assistant"]
+    backend.train_from_iterator(corpus, trainer)
+    backend.add_tokens([AddedToken("<think>", special=False, normalized=False),
+                        AddedToken("</think>", special=False, normalized=False)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer

@@ -1,7 +1,8 @@
 """The ``redi`` command line: ``redi <command> [args]``, one module per command.
 
 Only the chosen command's module is imported, so ``redi prepare`` never loads the trainer.
-Each module exposes ``main(argv: list[str]) -> int``.
+Each entry names a ``module:function`` taking ``argv: list[str]`` and returning the exit
+status.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import sys
 from importlib import import_module
 
-# name -> (module with main(argv), one-line help)
+# name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("redi.data.cli", "raw rows (OpenR1-Math-Raw, TRL) or the built-in task to "
-                                 "sft.jsonl, pairs.jsonl, stats.json"),
+    "prepare": ("redi.data.cli:main", "raw rows (OpenR1-Math-Raw, TRL) or the built-in task to "
+                                      "sft.jsonl, pairs.jsonl, stats.json"),
+    "sft": ("redi.train_cli:sft_main", "Stage 1: SFT on the correct traces (FSDP2)"),
+    "train": ("redi.train_cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
 }
 
 
@@ -31,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"redi: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, _ = COMMANDS[argv[0]]
-    return import_module(module).main(argv[1:])
+    module, function = COMMANDS[argv[0]][0].split(":")
+    return getattr(import_module(module), function)(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""Training configuration: one dataclass, filled from a YAML recipe and ``key=value`` overrides.
+
+Defaults are the paper's (arXiv 2505.24850; see ../shared/REDI.md) unless noted. Unknown
+keys and values of the wrong type are errors that list what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit TrainConfig."""
+
+
+@dataclass
+class TrainConfig:
+    # What to train, from what, on what.
+    loss: str = "redi"  # redi | dpo | simpo (Stage 2); `redi sft` sets sft (Stage 1)
+    model: str | None = None  # a local Hugging Face causal-LM directory ...
+    model_config: dict | None = None  # ... or a config to build one from scratch
+    init_from: str | None = None  # Stage 2: the Stage-1 export (a HF directory)
+    tokenizer: str | None = None  # local tokenizer dir; default: the model's, else built-in
+    data: str = "builtin"  # a `redi prepare` output dir, or "builtin" (the embedded task)
+    output_dir: str = "runs/default"
+
+    # Optimization: AdamW (0.9, 0.999, 1e-8), wd 1e-4, 10% warmup then linear decay to 0.
+    lr: float = 5e-5
+    weight_decay: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    warmup_ratio: float = 0.1
+    epochs: float = 1.0
+    max_steps: int | None = None  # stop after this many optimizer steps
+    global_batch_size: int = 128  # sequences (SFT) or pairs (Stage 2) per optimizer step
+    micro_batch_size: int = 1  # per process and forward pass
+    max_length: int = 32768  # prompt + response tokens; truncation keeps the end
+    max_prompt_length: int = 800
+    grad_clip: float = 1.0
+
+    # Loss hyperparameters (Stage 2).
+    alpha: float = 0.8  # REDI negative weight
+    chosen_coef: float = 1.0  # REDI positive weight
+    neg_reweight_gamma: float | None = None  # REDI optional negative reweighting
+    beta: float | None = None  # DPO (default 0.1) / SimPO (default 2.0)
+    gamma: float = 1.0  # SimPO margin
+    reference: str = "cached"  # DPO reference log-probs: cached (once, on disk) | online
+
+    # System.
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    packing: str = "auto"  # auto (on with flash-attn) | on | off
+    attn_implementation: str = "auto"  # auto | sdpa | flash_attention_2 | eager
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy
+    liger_patches: bool = True  # Liger-Kernel RMSNorm/RoPE/SwiGLU on GPU when installed
+    loss_backend: str = "auto"  # fused-loss backend: auto | triton | torch
+    seed: int = 42
+
+    # Checkpoints and logs.
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
+    keep_last: int = 2
+    resume: str = "auto"  # auto (latest checkpoint in output_dir) | never | a checkpoint dir
+    log_every: int = 1
+    tensorboard: bool = False
+    progress: bool = True
+
+
+CHOICES = {
+    "loss": ("sft", "redi", "dpo", "simpo"),
+    "reference": ("cached", "online"),
+    "dtype": ("auto", "bf16", "fp32"),
+    "packing": ("auto", "on", "off"),
+    "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
+    "loss_backend": ("auto", "triton", "torch"),
+}
+_USER_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _check_type(key, value):
+    expected = _TYPES[key]
+    args = typing.get_args(expected)
+    allowed = tuple(a for a in args if a is not type(None)) if args else (expected,)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{key} may not be null (expected {_type_name(expected)})")
+    for t in allowed:
+        if t is float and isinstance(value, str):  # YAML reads 1e-6 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                continue
+        if t is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, bool):
+            continue
+        if isinstance(value, t):
+            return value
+    raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r}")
+
+
+def _type_name(t):
+    args = [a.__name__ for a in typing.get_args(t) if a is not type(None)]
+    base = " or ".join(args) if args else t.__name__
+    return base + (" or null" if type(None) in typing.get_args(t) else "")
+
+
+def _unknown(key):
+    return ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(_USER_KEYS)}")
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` with a YAML value: ``lr=1e-6``, ``max_steps=null``,
+    ``model_config.hidden_size=64``."""
+    if "=" not in text:
+        raise ConfigError(f"overrides are key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[str] = (),
+                 **forced) -> TrainConfig:
+    """Recipe YAML, then ``key=value`` overrides, then ``forced`` keys set by the command."""
+    values: dict = {}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"recipe {path} must be a mapping of keys to values")
+        values.update(loaded)
+    for text in overrides:
+        key, value = parse_override(text)
+        if "." in key:
+            head, sub = key.split(".", 1)
+            if head != "model_config":
+                raise _unknown(key)
+            values["model_config"] = {**(values.get("model_config") or {}), sub: value}
+        else:
+            values[key] = value
+    values.update(forced)
+    checked = {}
+    for key, value in values.items():
+        if key not in _USER_KEYS:
+            raise _unknown(key)
+        checked[key] = _check_type(key, value)
+        if key in CHOICES and checked[key] not in CHOICES[key]:
+            raise ConfigError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
+    config = TrainConfig(**checked)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(c: TrainConfig):
+    if c.model is not None and c.model_config is not None:
+        raise ConfigError("set either model (a directory) or model_config, not both")
+    for key in ("global_batch_size", "micro_batch_size", "max_length", "log_every"):
+        if getattr(c, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(c, key)}")
+    if c.max_steps is not None and c.max_steps < 1:
+        raise ConfigError(f"max_steps must be >= 1 or null, got {c.max_steps}")
+    if not 0 <= c.warmup_ratio < 1:
+        raise ConfigError(f"warmup_ratio must be in [0, 1), got {c.warmup_ratio}")
+    if c.lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {c.lr}")
+
+
+def to_yaml(config: TrainConfig) -> str:
+    data = {k: getattr(config, k) for k in _USER_KEYS}
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,128 @@
+"""The model: load or build a Hugging Face causal LM, shard it with FSDP2, export it back.
+
+``CausalLMWithFusedLoss`` is the FSDP2 root. Its forward runs the decoder stack and a fused
+loss on the last hidden state, so the root's hooks have the lm_head weight (or the tied
+embedding) unsharded while the loss uses it, and reduce-scatter its gradient afterwards;
+with tied embeddings, the embedding and head gradients add up in the one parameter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from .config import TrainConfig
+
+
+def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    if config.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[config.dtype]
+
+
+def flash_attn_available() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def attn_implementation(config: TrainConfig) -> str:
+    if config.attn_implementation != "auto":
+        return config.attn_implementation
+    return "flash_attention_2" if flash_attn_available() else "sdpa"
+
+
+def load_causal_lm(config: TrainConfig, source: str | None = None):
+    """fp32 master weights from ``source`` (a HF directory), ``config.init_from`` or
+    ``config.model``, or a fresh model from ``config.model_config``."""
+    attn = attn_implementation(config)
+    source = source or config.init_from or config.model
+    if source is not None:
+        if not Path(source, "config.json").is_file():
+            raise FileNotFoundError(f"{source} is not a Hugging Face model directory "
+                                    "(no config.json)")
+        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32,
+                                                    attn_implementation=attn)
+    if not config.model_config:
+        raise ValueError("set model (a local HF directory), init_from, or model_config")
+    spec = dict(config.model_config)
+    model_config = AutoConfig.for_model(spec.pop("model_type", "qwen2"), **spec)
+    return AutoModelForCausalLM.from_config(model_config, attn_implementation=attn,
+                                            dtype=torch.float32)
+
+
+def apply_liger_patches(lm) -> bool:
+    """Liger-Kernel's RMSNorm, RoPE and SwiGLU kernels (GPU only; logits untouched)."""
+    if not torch.cuda.is_available() or importlib.util.find_spec("liger_kernel") is None:
+        return False
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=lm, rope=True, rms_norm=True, swiglu=True,
+                                    cross_entropy=False, fused_linear_cross_entropy=False)
+    return True
+
+
+class CausalLMWithFusedLoss(torch.nn.Module):
+    """FSDP2 root: decoder stack + fused loss on (last hidden state, lm_head weight)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, batch: dict, loss_fn, **loss_kwargs):
+        decoder_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")
+                          if batch.get(k) is not None}
+        hidden = self.lm.get_decoder()(**decoder_inputs, use_cache=False).last_hidden_state
+        head = self.lm.get_output_embeddings()
+        return loss_fn(head.weight, hidden, batch["labels"], head.bias, **loss_kwargs)
+
+
+def shard(model: CausalLMWithFusedLoss, config: TrainConfig, device: torch.device,
+          trainable: bool = True) -> CausalLMWithFusedLoss:
+    """Activation checkpointing (optional), then fully_shard per decoder layer and root."""
+    lm = model.lm
+    if config.liger_patches:
+        apply_liger_patches(lm)
+    if config.activation_checkpointing and trainable:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    dtype = compute_dtype(config, device)
+    kwargs = {"mp_policy": MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)}
+    if config.cpu_offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy()
+    model.to("cpu" if config.cpu_offload else device)
+    for layer in lm.get_decoder().layers:
+        fully_shard(layer, **kwargs)
+    fully_shard(model, **kwargs)
+    if not trainable:
+        model.requires_grad_(False)
+        model.eval()
+    return model
+
+
+def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
+    """Gathered CPU state dict of the wrapped HF model (collective; full on every rank)."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                  cpu_offload=True))
+    return {k.removeprefix("lm."): v for k, v in state.items()}
+
+
+def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool):
+    """Write a HF model directory (safetensors, config, tokenizer) atomically: into a
+    temporary sibling, then renamed. Collective: every rank must call it."""
+    state = full_state_dict(model)
+    if not is_main:
+        return
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)

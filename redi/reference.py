@@ -1,0 +1,85 @@
+"""DPO's reference: summed log-probs of each pair's chosen and rejected completion under the
+frozen Stage-1 model. REDI and SimPO need none.
+
+* ``online``: a frozen, FSDP2-sharded copy of the Stage-1 model runs a no-grad forward on
+  every batch (one more forward per step).
+* ``cached``: the same forward, run once over the whole pair set before training; the
+  ``[pairs, 2]`` table is saved to ``output_dir/reference_logps.safetensors`` (with the
+  pair-file fingerprint, so changed data is never served stale numbers) and looked up by
+  each batch's ``pair_index``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from .kernels import token_logprobs
+from .segments import PairedSequences
+
+CACHE_FILE = "reference_logps.safetensors"
+
+
+def pair_logps(weight, hidden, labels, bias=None, *, ignore_index=-100, backend="auto",
+               **layout):
+    """(chosen, rejected) summed completion log-probs, ``[B]`` each; the ``loss_fn`` of a
+    ``CausalLMWithFusedLoss`` forward, for the reference model."""
+    pairs = PairedSequences.from_batch(hidden, labels, ignore_index, **layout)
+    sums = pairs.sequence_sums(token_logprobs(pairs.hidden, weight, pairs.labels, bias=bias,
+                                              ignore_index=ignore_index, backend=backend))
+    return sums[pairs.chosen], sums[pairs.rejected]
+
+
+def _layout(batch) -> dict:
+    keys = ("seq_index", "cu_seqlens", "chosen_index", "rejected_index")
+    return {k: batch[k] for k in keys if batch.get(k) is not None}
+
+
+class OnlineReference:
+    def __init__(self, ref_model, backend: str):
+        self.model, self.backend = ref_model, backend
+
+    @torch.no_grad()
+    def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(batch, pair_logps, backend=self.backend, **_layout(batch))
+
+
+class CachedReference:
+    def __init__(self, table: torch.Tensor):
+        self.table = table  # [pairs, 2] float32: chosen, rejected
+
+    def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.table[batch["pair_index"].cpu()].to(batch["labels"].device)
+        return rows[:, 0], rows[:, 1]
+
+    @classmethod
+    def load_or_build(cls, output_dir, fingerprint: str, num_pairs: int, ref_model,
+                      batches, backend: str, device, is_main: bool) -> CachedReference:
+        """Read the cache if it matches ``fingerprint``; else run ``ref_model`` over
+        ``batches`` (this rank's share of every pair, each with ``pair_index``) and write it."""
+        path = Path(output_dir) / CACHE_FILE
+        if path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                stored = f.metadata().get("fingerprint")
+            if stored == fingerprint:
+                return cls(load_file(str(path))["logps"])
+        table = torch.zeros(num_pairs, 2, dtype=torch.float64, device=device)
+        online = OnlineReference(ref_model, backend)
+        for batch in batches:
+            chosen, rejected = online(batch)
+            index = batch["pair_index"].to(device)
+            table[index, 0] = chosen.double()
+            table[index, 1] = rejected.double()
+        dist.all_reduce(table)  # every pair was computed by exactly one rank
+        table = table.float().cpu()
+        if is_main:
+            tmp = path.with_suffix(".tmp")
+            save_file({"logps": table}, str(tmp), metadata={"fingerprint": fingerprint})
+            tmp.replace(path)
+        dist.barrier()
+        return cls(table)

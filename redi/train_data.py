@@ -1,0 +1,155 @@
+"""The trainer's data: tokenized set, resumable sampler, collator, and loss normalizers.
+
+Stage 1 reads ``sft.jsonl``, Stage 2 ``pairs.jsonl``, from a ``redi prepare`` output
+directory (``data=DIR``), or from the built-in task generated into ``output_dir/data``
+(``data=builtin``). Each optimizer step takes ``accumulation`` micro-batches of
+``micro_batch_size`` sequences (SFT) or pairs (Stage 2) per process; the sampler deals
+batches round-robin over processes, so 1 process x N micro-batches and N processes x 1
+micro-batch see the same global batch. An epoch holds whole steps only (a remainder of
+fewer micro-batches than a step needs is skipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .config import ConfigError, TrainConfig
+from .data.batching import make_collator
+from .data.formatting import IGNORE_INDEX, Formatter
+from .data.prepare import PrepareOptions, prepare_builtin_task
+from .data.sampler import LengthGroupedBatchSampler
+from .data.tokenized import load_pairs, load_sft
+from .data.tokenizer import load_tokenizer
+from .distributed import Distributed, all_sum
+from .modeling import flash_attn_available
+
+BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
+BUILTIN_TEST = 500
+
+
+def _tokenizer_source(config: TrainConfig) -> str | None:
+    if config.tokenizer:
+        return config.tokenizer
+    model_dir = config.init_from or config.model
+    if model_dir and any(Path(model_dir, f).is_file() for f in ("tokenizer.json",
+                                                                   "tokenizer_config.json")):
+        return model_dir
+    return None  # the built-in tokenizer
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def use_packing(config: TrainConfig) -> bool:
+    if config.packing == "auto":
+        return flash_attn_available() and config.attn_implementation in ("auto",
+                                                                         "flash_attention_2")
+    return config.packing == "on"
+
+
+class TrainData:
+    def __init__(self, config: TrainConfig, env: Distributed):
+        self.config, self.env = config, env
+        self.kind = "sft" if config.loss == "sft" else "pairs"
+        self.tokenizer = load_tokenizer(_tokenizer_source(config))
+        formatter = Formatter(self.tokenizer, max_length=config.max_length,
+                              max_prompt_length=config.max_prompt_length)
+        path = self._data_dir(formatter) / ("sft.jsonl" if self.kind == "sft" else "pairs.jsonl")
+        if not path.is_file():
+            raise ConfigError(f"data={config.data}: {path} does not exist (run `redi prepare`)")
+        self.dataset = (load_sft if self.kind == "sft" else load_pairs)(path, formatter)
+        self.fingerprint = f"{_file_digest(path)}:{config.max_length}:" \
+                           f"{config.max_prompt_length}:{config.init_from}"
+        per_step = config.micro_batch_size * env.world_size
+        if config.global_batch_size % per_step:
+            raise ConfigError(
+                f"global_batch_size={config.global_batch_size} must be a multiple of "
+                f"micro_batch_size x processes = {config.micro_batch_size} x {env.world_size}")
+        self.accumulation = config.global_batch_size // per_step
+        self.sampler = LengthGroupedBatchSampler(
+            self.dataset["length"], batch_size=config.micro_batch_size, seed=config.seed,
+            drop_last=True, num_replicas=env.world_size, rank=env.rank)
+        if len(self.sampler) < self.accumulation:
+            raise ConfigError(
+                f"{len(self.dataset)} {self.kind} examples make fewer than one step of "
+                f"global_batch_size={config.global_batch_size}")
+        self.packed = use_packing(config)
+        self.collate = make_collator(self.kind, self.tokenizer.pad_token_id, self.packed)
+        self._batches = None
+
+    def _data_dir(self, formatter: Formatter) -> Path:
+        if self.config.data != "builtin":
+            return Path(self.config.data)
+        directory = Path(self.config.output_dir) / "data"
+        if self.env.is_main and not (directory / "pairs.jsonl").is_file():
+            prepare_builtin_task(directory, formatter, BUILTIN_PROBLEMS, BUILTIN_TEST,
+                                 options=PrepareOptions(progress=False))
+        dist.barrier()
+        return directory
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler) // self.accumulation
+
+    def _batch(self, indices: list[int]) -> dict:
+        batch = self.collate([self.dataset[i] for i in indices])
+        if "attention_mask" in batch:
+            batch["num_tokens"] = int(batch["attention_mask"].sum())
+        else:
+            batch["num_tokens"] = batch["input_ids"].numel()
+        batch["pair_index"] = torch.tensor(indices)
+        return {k: v.to(self.env.device) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def next_step(self) -> list[dict]:
+        """This process's micro-batches for the next optimizer step."""
+        if len(self.sampler) - self.sampler.position < self.accumulation:
+            self.sampler.set_epoch(self.sampler.epoch + 1)
+            self._batches = None
+        if self._batches is None:
+            self._batches = iter(self.sampler)
+        return [self._batch(next(self._batches)) for _ in range(self.accumulation)]
+
+    def loss_normalizer(self, micro_batches: list[dict]) -> dict:
+        """The step's global count (completion tokens, or pairs) over the process count:
+        each process divides by it and FSDP averages the gradients over processes."""
+        if self.kind == "sft":
+            local = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
+            key = "num_tokens"
+        else:
+            local = sum(len(b["pair_index"]) for b in micro_batches)
+            key = "num_pairs"
+        total = all_sum(local, self.env.device).item()
+        return {key: max(total, 1.0) / self.env.world_size}
+
+    def loss_kwargs(self, batch: dict, normalizer: dict) -> dict:
+        layout = ("seq_index", "chosen_index", "rejected_index") if self.kind == "pairs" else ()
+        return {k: batch[k] for k in layout if k in batch} | normalizer
+
+    def reference_batches(self):
+        """Every pair once over all processes (this process: items rank, rank + W, ...), in
+        micro-batches, for the DPO reference cache."""
+        mine = list(range(self.env.rank, self.num_examples, self.env.world_size))
+        size = self.config.micro_batch_size
+        for start in range(0, len(mine), size):
+            yield self._batch(mine[start:start + size])
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict):
+        self.sampler.load_state_dict(state)
+        self._batches = None

@@ -1,0 +1,240 @@
+"""The trainer: Stage 1 (SFT) and Stage 2 (REDI, DPO, SimPO) in one FSDP2 loop.
+
+Read top to bottom: set up (process group, tokenizer, data, model, loss, optimizer,
+schedule, reference, resume), then one optimizer step per iteration:
+
+1. take this process's micro-batches for the step and agree, over all processes, on the
+   loss normalizer (completion tokens for SFT, pairs for Stage 2), so that one process
+   with N micro-batches and N processes with one each compute the same update;
+2. forward + fused loss + backward per micro-batch (gradients accumulate);
+3. clip, stop on a non-finite loss or gradient (the last good checkpoint stays), step;
+4. log, checkpoint every ``save_every`` steps or when SIGTERM/SIGINT asked to stop.
+
+At the end: a last checkpoint and a Hugging Face export in ``output_dir/final``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from . import losses
+from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .config import TrainConfig, to_yaml
+from .distributed import Distributed, all_true, init_distributed, shutdown
+from .modeling import CausalLMWithFusedLoss, export_hf, load_causal_lm, shard
+from .reference import CachedReference, OnlineReference
+from .run_log import RunLog
+from .train_data import TrainData
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient norm; the run stops before the optimizer step."""
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {s: signal.signal(s, self._handle)
+                          for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def make_loss(config: TrainConfig) -> torch.nn.Module:
+    backend = config.loss_backend
+    beta = {} if config.beta is None else {"beta": config.beta}
+    if config.loss == "sft":
+        return losses.FusedLinearSFTLoss(backend=backend)
+    if config.loss == "redi":
+        return losses.FusedLinearREDILoss(alpha=config.alpha, chosen_coef=config.chosen_coef,
+                                          neg_reweight_gamma=config.neg_reweight_gamma,
+                                          backend=backend)
+    if config.loss == "dpo":
+        return losses.FusedLinearDPOLoss(backend=backend, **beta)
+    return losses.FusedLinearSimPOLoss(gamma=config.gamma, backend=backend, **beta)
+
+
+def linear_warmup_decay(total_steps: int, warmup_ratio: float):
+    """lr factor: 0 -> 1 over the warmup steps, then linearly to 0 at ``total_steps``."""
+    warmup = int(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def make_reference(config, data: TrainData, env: Distributed):
+    """DPO's reference log-probs from the frozen Stage-1 model (None for other losses)."""
+    if config.loss != "dpo":
+        return None
+    ref_model = shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, env.device,
+                      trainable=False)
+    if config.reference == "online":
+        return OnlineReference(ref_model, config.loss_backend)
+    return CachedReference.load_or_build(
+        config.output_dir, data.fingerprint, data.num_examples, ref_model,
+        data.reference_batches(), config.loss_backend, env.device, env.is_main)
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 2**20
+
+
+class StepMetrics:
+    """Sums over this process's micro-batches, reduced over all processes."""
+
+    KEYS = ("loss", "tokens", "chosen_logps_avg", "rejected_logps_avg", "reward_margins",
+            "reward_accuracy", "pairs")
+
+    def __init__(self, device):
+        self.sums = torch.zeros(len(self.KEYS), dtype=torch.float64, device=device)
+
+    def add(self, loss, metrics: dict, batch: dict):
+        values = dict.fromkeys(self.KEYS, 0.0)
+        values["loss"] = loss.detach()
+        values["tokens"] = batch["num_tokens"]
+        if "chosen_logps_avg" in metrics or "chosen_logps" in metrics:
+            pairs = metrics["chosen_logps"].numel()
+            values["pairs"] = pairs
+            avg_w = metrics["chosen_logps"] / metrics["chosen_tokens"]
+            avg_l = metrics["rejected_logps"] / metrics["rejected_tokens"]
+            values["chosen_logps_avg"] = avg_w.sum()
+            values["rejected_logps_avg"] = avg_l.sum()
+            margins = metrics.get("reward_margins", avg_w - avg_l)
+            values["reward_margins"] = margins.sum()
+            values["reward_accuracy"] = (margins > 0).sum()
+        self.sums += torch.stack([torch.as_tensor(values[k], dtype=torch.float64,
+                                                  device=self.sums.device) for k in self.KEYS])
+
+    def reduce(self, world_size: int) -> dict:
+        torch.distributed.all_reduce(self.sums)
+        s = dict(zip(self.KEYS, self.sums.tolist()))
+        out = {"loss": s["loss"] / world_size, "tokens": s["tokens"]}
+        if s["pairs"]:
+            for key in ("chosen_logps_avg", "rejected_logps_avg", "reward_margins",
+                        "reward_accuracy"):
+                out[key] = s[key] / s["pairs"]
+        return out
+
+
+def train(config: TrainConfig) -> Path:
+    """Run (or resume) training; return the export directory (or the checkpoint written
+    when a signal stopped the run)."""
+    env = init_distributed()
+    try:
+        return _train(config, env)
+    finally:
+        shutdown()
+
+
+def _train(config: TrainConfig, env: Distributed) -> Path:
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    out = Path(config.output_dir)
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(to_yaml(config))
+
+    data = TrainData(config, env)
+    model = shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, env.device)
+    loss_fn = make_loss(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  betas=(config.adam_beta1, config.adam_beta2),
+                                  eps=config.adam_eps, weight_decay=config.weight_decay)
+    total_steps = config.max_steps or math.ceil(config.epochs * data.steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
+    reference = make_reference(config, data, env)
+
+    step, tokens_seen = 0, 0
+    resume_from = resolve_resume(config.resume, out)
+    if resume_from is not None:
+        meta, sampler_state = load_checkpoint(resume_from, model, optimizer)
+        scheduler.load_state_dict(meta["scheduler"])
+        data.load_state_dict(sampler_state)
+        step, tokens_seen = meta["step"], meta["tokens_seen"]
+
+    log = RunLog(out, total_steps, step, env.is_main, config.progress, config.tensorboard,
+                 description=f"{config.loss} ({env.world_size} proc)")
+    if resume_from is not None:
+        log.message(f"resumed from {resume_from} at step {step}")
+    stop = StopRequest()
+
+    def checkpoint():
+        state = {"scheduler": scheduler.state_dict(), "tokens_seen": tokens_seen,
+                 "loss": config.loss}
+        return save_checkpoint(out, step, model, optimizer, state, data.state_dict(),
+                               config.keep_last)
+
+    try:
+        while step < total_steps:
+            started = time.perf_counter()
+            micro_batches = data.next_step()
+            normalizer = data.loss_normalizer(micro_batches)
+            metrics = StepMetrics(env.device)
+            for batch in micro_batches:
+                loss_kwargs = data.loss_kwargs(batch, normalizer)
+                if reference is not None:
+                    ref_chosen, ref_rejected = reference(batch)
+                    loss_kwargs.update(ref_chosen_logps=ref_chosen,
+                                       ref_rejected_logps=ref_rejected)
+                loss, batch_metrics = model(batch, loss_fn, **loss_kwargs)
+                loss.backward()
+                metrics.add(loss, batch_metrics, batch)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
+                              else grad_norm)
+            reduced = metrics.reduce(env.world_size)
+            if not (math.isfinite(reduced["loss"]) and math.isfinite(grad_norm)):
+                kept = list_checkpoints(out)
+                raise TrainingDiverged(
+                    f"step {step + 1}: loss {reduced['loss']}, grad norm {grad_norm}; "
+                    f"stopped before the optimizer step. Last good checkpoint: "
+                    f"{kept[-1] if kept else 'none'}")
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += int(reduced["tokens"])
+            elapsed = time.perf_counter() - started
+            if step % config.log_every == 0 or step == total_steps:
+                log.step(step, {**reduced, "lr": scheduler.get_last_lr()[0],
+                                "grad_norm": grad_norm, "tokens_per_s": reduced["tokens"] /
+                                elapsed, "tokens_seen": tokens_seen,
+                                "peak_mem_gb": peak_memory_gb(env.device)})
+            if not all_true(not stop.requested, env.device):
+                path = checkpoint()
+                log.message(f"stopped by signal at step {step}; checkpoint {path}; "
+                            "rerun with resume=auto to continue")
+                return path
+            if config.save_every and step % config.save_every == 0 and step < total_steps:
+                checkpoint()
+        if not list_checkpoints(out) or list_checkpoints(out)[-1].name != f"step_{step:08d}":
+            checkpoint()
+        final = out / "final"
+        export_hf(model, data.tokenizer, final, env.is_main)
+        log.message(f"done: {step} steps, export in {final}")
+        return final
+    finally:
+        stop.restore()
+        log.close()

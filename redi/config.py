@@ -54,7 +54,7 @@ class TrainConfig:
 
     # System.
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    packing: str = "auto"  # auto (on with flash-attn) | on | off
+    packing: bool | str = "auto"  # padding-free batches: auto (with flash-attn) | true | false
     attn_implementation: str = "auto"  # auto | sdpa | flash_attention_2 | eager
     activation_checkpointing: bool = False
     cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy
@@ -75,7 +75,7 @@ CHOICES = {
     "loss": ("sft", "redi", "dpo", "simpo"),
     "reference": ("cached", "online"),
     "dtype": ("auto", "bf16", "fp32"),
-    "packing": ("auto", "on", "off"),
+    "packing": ("auto", True, False),
     "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
     "loss_backend": ("auto", "triton", "torch"),
 }

@@ -34,9 +34,6 @@ def _free_port() -> int:
 
 def init_distributed() -> Distributed:
     """Join (or create) the default process group and pick this process's device."""
-    if "RANK" not in os.environ:  # a plain `python`/`redi` run: a group of one
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
@@ -44,8 +41,13 @@ def init_distributed() -> Distributed:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=(
-            device if device.type == "cuda" else None))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        device_id = device if device.type == "cuda" else None
+        if "RANK" in os.environ:  # launched by torchrun: its environment says where to meet
+            dist.init_process_group(backend, device_id=device_id)
+        else:  # a plain `python`/`redi` run: a group of one
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
+                                    rank=0, world_size=1, device_id=device_id)
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 

@@ -67,8 +67,22 @@ def apply_liger_patches(lm) -> bool:
     return True
 
 
+def block_causal_mask(seq_index: torch.Tensor) -> torch.Tensor:
+    """[1, 1, N, N] boolean mask of a packed row: token i sees token j iff both belong to
+    the same sequence and j <= i. For attention kernels without variable-length support
+    (sdpa, eager); O(N^2) memory, so long packed rows want flash-attn."""
+    same = seq_index[:, None] == seq_index[None, :]
+    return (same & torch.ones_like(same).tril())[None, None]
+
+
 class CausalLMWithFusedLoss(torch.nn.Module):
-    """FSDP2 root: decoder stack + fused loss on (last hidden state, lm_head weight)."""
+    """FSDP2 root: decoder stack + fused loss on (last hidden state, lm_head weight).
+
+    ``batch`` is a padded batch (``input_ids``, ``attention_mask``, ``position_ids``) or a
+    packed one (``input_ids``, ``position_ids`` restarting per sequence, ``seq_index``):
+    flash-attn separates packed sequences by their positions, other kernels get a
+    block-causal mask.
+    """
 
     def __init__(self, lm):
         super().__init__()
@@ -77,6 +91,8 @@ class CausalLMWithFusedLoss(torch.nn.Module):
     def forward(self, batch: dict, loss_fn, **loss_kwargs):
         decoder_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")
                           if batch.get(k) is not None}
+        if "seq_index" in batch and self.lm.config._attn_implementation != "flash_attention_2":
+            decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"])
         hidden = self.lm.get_decoder()(**decoder_inputs, use_cache=False).last_hidden_state
         head = self.lm.get_output_embeddings()
         return loss_fn(head.weight, hidden, batch["labels"], head.bias, **loss_kwargs)

@@ -53,7 +53,7 @@ def use_packing(config: TrainConfig) -> bool:
     if config.packing == "auto":
         return flash_attn_available() and config.attn_implementation in ("auto",
                                                                          "flash_attention_2")
-    return config.packing == "on"
+    return config.packing is True
 
 
 class TrainData:

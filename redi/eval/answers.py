@@ -1,0 +1,54 @@
+"""Answers: the content of the last ``\\boxed{}`` of a generation, checked against the gold
+answer with the ``math-verify`` package (a plain normalizer for the built-in task)."""
+
+from __future__ import annotations
+
+import re
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (nested braces kept), or None if there is none
+    or it is never closed."""
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    for start in reversed(starts):
+        depth = 1
+        for i in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                return text[start:i].strip()
+    return None
+
+
+def math_equal(gold: str, answer: str | None) -> bool:
+    """Whether ``answer`` is mathematically equal to ``gold`` per math-verify (LaTeX or
+    plain expressions, e.g. ``\\frac{1}{2}`` = ``0.5``). No answer is wrong."""
+    if answer is None or not answer.strip():
+        return False
+    from math_verify import parse, verify
+
+    def parsed(text):
+        return parse(f"${text}$", parsing_timeout=5)
+
+    try:
+        return bool(verify(parsed(gold), parsed(answer), timeout_seconds=5))
+    except Exception:  # math-verify raises on malformed LaTeX: the answer is not right
+        return False
+
+
+def normalize_number(text: str | None) -> str | None:
+    """The built-in task's answers are whole numbers: drop spaces, commas and $ signs."""
+    if text is None:
+        return None
+    cleaned = re.sub(r"[\s,$]", "", text)
+    return cleaned if re.fullmatch(r"-?\d+", cleaned) else None
+
+
+def is_correct(gold: str, generation: str, builtin: bool = False) -> tuple[str | None, bool]:
+    """(extracted answer, verdict) for one generation."""
+    answer = extract_boxed(generation)
+    if builtin:
+        value = normalize_number(answer)
+        return answer, value is not None and value == normalize_number(gold)
+    return answer, math_equal(gold, answer)

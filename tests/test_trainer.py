@@ -1,0 +1,237 @@
+"""The FSDP2 trainer on CPU (gloo): one vs two processes, exact resume, export, the fused
+loss's gradients under FSDP2, the tiny recipes, and its bad-input and fault handling.
+
+Runs go through the real command line (``python -m redi.cli``, ``torchrun`` for two
+processes) on a tiny Qwen2 and a small built-in-task data set.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from redi.data.formatting import Formatter
+from redi.data.prepare import PrepareOptions, prepare_builtin_task
+from redi.data.tokenizer import load_tokenizer
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).parents[1]
+TINY_MODEL = [
+    "model_config.model_type=qwen2", "model_config.vocab_size=384",
+    "model_config.hidden_size=32", "model_config.intermediate_size=64",
+    "model_config.num_hidden_layers=2", "model_config.num_attention_heads=4",
+    "model_config.num_key_value_heads=2", "model_config.max_position_embeddings=256",
+]
+COMMON = ["global_batch_size=8", "micro_batch_size=4", "max_length=160",
+          "max_prompt_length=48", "progress=false", "log_every=1", "warmup_ratio=0.25"]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("builtin")
+    formatter = Formatter(load_tokenizer())
+    prepare_builtin_task(directory, formatter, num_problems=200, num_test=20,
+                         options=PrepareOptions(progress=False))
+    return directory
+
+
+def run_cli(args, nproc=1, timeout=300, **popen):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    cmd = launcher + ["-m", "redi.cli", *map(str, args)]
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def metrics(output_dir) -> dict[int, dict]:
+    """Per step, its last logged record (a resumed run logs steps again)."""
+    records = [json.loads(line) for line in Path(output_dir, "metrics.jsonl").open()]
+    return {r["step"]: r for r in records}
+
+
+def sft(data_dir, out, *extra, nproc=1):
+    result = run_cli(["sft", f"data={data_dir}", f"output_dir={out}", "lr=3e-3",
+                      *TINY_MODEL, *COMMON, *extra], nproc=nproc)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def sft_export(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    sft(data_dir, out, "max_steps=4")
+    return out / "final"
+
+
+def stage2(data_dir, init, out, *extra, nproc=1, check=True):
+    result = run_cli(["train", f"data={data_dir}", f"init_from={init}", f"output_dir={out}",
+                      "lr=1e-3", *COMMON, *extra], nproc=nproc)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_two_processes_match_one_process(data_dir, sft_export, tmp_path):
+    """Same global batch (8 pairs): 1 process x 2 micro-batches vs 2 processes x 1."""
+    stage2(data_dir, sft_export, tmp_path / "one", "max_steps=3")
+    stage2(data_dir, sft_export, tmp_path / "two", "max_steps=3", nproc=2)
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert sorted(one) == sorted(two) == [1, 2, 3]
+    for step in one:
+        assert one[step]["tokens"] == two[step]["tokens"]
+        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-5, abs=1e-6)
+        assert two[step]["grad_norm"] == pytest.approx(one[step]["grad_norm"], rel=1e-4)
+
+
+def test_resume_reproduces_uninterrupted_run(data_dir, sft_export, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    stage2(data_dir, sft_export, full, "max_steps=6", "save_every=2", "keep_last=5")
+    # An interrupted run: only the step-2 checkpoint survived (a crash at any later point).
+    shutil.copytree(full / "checkpoints" / "step_00000002",
+                    resumed / "checkpoints" / "step_00000002")
+    result = stage2(data_dir, sft_export, resumed, "max_steps=6", "save_every=2",
+                    "resume=auto")
+    assert "resumed from" in result.stderr + result.stdout
+    a, b = metrics(full), metrics(resumed)
+    assert sorted(b) == [3, 4, 5, 6]
+    for step in b:
+        assert b[step]["loss"] == a[step]["loss"]
+        assert b[step]["lr"] == a[step]["lr"]
+
+
+def test_export_reloads_with_identical_logits(data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from redi.checkpoint import load_checkpoint
+    from redi.config import build_config
+    from redi.distributed import init_distributed, shutdown
+    from redi.modeling import CausalLMWithFusedLoss, load_causal_lm, shard
+
+    out = tmp_path / "run"
+    sft(data_dir, out, "max_steps=2")
+    config = build_config(None, [*TINY_MODEL, "dtype=fp32"])
+    env = init_distributed()
+    try:
+        model = shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, env.device)
+        optimizer = torch.optim.AdamW(model.parameters())
+        load_checkpoint(out / "checkpoints" / "step_00000002", model, optimizer)
+        ids = torch.randint(0, 322, (2, 20))
+        with torch.no_grad():  # through the FSDP2 root, as in training: logits from (w, h)
+            trained = model({"input_ids": ids, "labels": ids}, lambda w, h, y, b: h @ w.T)
+    finally:
+        shutdown()
+    exported = AutoModelForCausalLM.from_pretrained(out / "final", dtype=torch.float32)
+    with torch.no_grad():
+        reloaded = exported(input_ids=ids).logits
+    assert torch.equal(trained, reloaded)
+    assert (out / "final" / "model.safetensors").is_file()
+    assert (out / "final" / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("tied", ["tied", "untied"])
+def test_fused_loss_under_fsdp2_matches_full_logits(tied):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "tests" / "workers" / "fsdp_fused_grads.py"), tied],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max relative gradient error" in result.stdout
+
+
+def test_tiny_recipes_stage1_then_stage2(data_dir, tmp_path):
+    result = run_cli(["sft", "--config", REPO / "recipes" / "tiny_sft.yaml",
+                      f"data={data_dir}", f"output_dir={tmp_path / 'sft'}", "max_steps=2",
+                      "progress=false"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli(["train", "--config", REPO / "recipes" / "tiny_redi.yaml",
+                      f"data={data_dir}", f"init_from={tmp_path / 'sft' / 'final'}",
+                      f"output_dir={tmp_path / 'redi'}", "max_steps=2", "progress=false"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "redi" / "final" / "model.safetensors").is_file()
+    record = metrics(tmp_path / "redi")[2]
+    for key in ("loss", "lr", "grad_norm", "chosen_logps_avg", "rejected_logps_avg",
+                "reward_margins", "tokens_per_s", "peak_mem_gb"):
+        assert key in record
+
+
+def test_dpo_cached_reference_equals_online(data_dir, sft_export, tmp_path):
+    cached, online = tmp_path / "cached", tmp_path / "online"
+    stage2(data_dir, sft_export, cached, "loss=dpo", "beta=0.5", "max_steps=2")
+    stage2(data_dir, sft_export, online, "loss=dpo", "beta=0.5", "max_steps=2",
+           "reference=online")
+    assert (cached / "reference_logps.safetensors").is_file()
+    a, b = metrics(cached), metrics(online)
+    for step in (1, 2):
+        assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-5)
+    # At step 1 the policy is the reference: every DPO margin is 0 and the loss log 2.
+    assert a[1]["loss"] == pytest.approx(0.693147, abs=1e-4)
+
+
+def test_simpo_runs(data_dir, sft_export, tmp_path):
+    stage2(data_dir, sft_export, tmp_path / "simpo", "loss=simpo", "max_steps=2")
+    assert metrics(tmp_path / "simpo")[2]["reward_accuracy"] >= 0
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    result = run_cli(["sft", "lrr=1", f"output_dir={tmp_path}"])
+    assert result.returncode == 2
+    assert "unknown config key 'lrr'; valid keys: loss, model, model_config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    result = run_cli(["train", "max_steps=many", f"output_dir={tmp_path}"])
+    assert result.returncode == 2
+    assert "max_steps must be int or null, got 'many'" in result.stderr
+
+
+def test_mismatched_checkpoint_is_a_clear_error(data_dir, tmp_path):
+    sft(data_dir, tmp_path, "max_steps=1")
+    bigger = [a.replace("hidden_size=32", "hidden_size=48") for a in TINY_MODEL]
+    result = run_cli(["sft", f"data={data_dir}", f"output_dir={tmp_path}", *bigger, *COMMON,
+                      "max_steps=2", "resume=auto"])
+    assert result.returncode == 2
+    assert "does not match the model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(data_dir, tmp_path):
+    result = run_cli(["sft", f"data={data_dir}", f"output_dir={tmp_path}", *TINY_MODEL,
+                      *COMMON, "lr=1e9", "warmup_ratio=0", "grad_clip=1e30", "max_steps=20",
+                      "save_every=1"])
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "training diverged: step " in result.stderr
+    step = int(result.stderr.split("training diverged: step ")[1].split(":")[0])
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert kept[-1] == f"step_{step - 1:08d}"
+    assert not (tmp_path / "final").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+    proc = run_cli(["sft", f"data={data_dir}", f"output_dir={tmp_path}", *TINY_MODEL,
+                    *COMMON, "max_steps=100000"], popen=True)
+    log = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and log.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    saved = sorted((tmp_path / "checkpoints").iterdir())
+    assert len(saved) == 1 and str(saved[0]) in out
+    assert "stopped by signal" in err + out
+    step = int(saved[0].name.split("_")[1])
+    assert max(metrics(tmp_path)) == step

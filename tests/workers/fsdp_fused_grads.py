@@ -7,7 +7,6 @@ gradients of the unsharded full-logits reference. Exits non-zero on a mismatch.
 import sys
 
 import torch
-import torch.nn.functional as F
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from redi.config import TrainConfig

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                       "sft.jsonl, pairs.jsonl, stats.json"),
     "sft": ("redi.train_cli:sft_main", "Stage 1: SFT on the correct traces (FSDP2)"),
     "train": ("redi.train_cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
+    "eval": ("redi.eval.cli:main", "pass@1 (with standard error) and pass@k on a benchmark"),
 }
 
 

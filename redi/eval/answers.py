@@ -1,5 +1,5 @@
 """Answers: the content of the last ``\\boxed{}`` of a generation, checked against the gold
-answer with the ``math-verify`` package (a plain normalizer for the built-in task)."""
+answer with the ``math-verify`` package (a whole-number match for the built-in task)."""
 
 from __future__ import annotations
 
@@ -37,18 +37,13 @@ def math_equal(gold: str, answer: str | None) -> bool:
         return False
 
 
-def normalize_number(text: str | None) -> str | None:
-    """The built-in task's answers are whole numbers: drop spaces, commas and $ signs."""
-    if text is None:
-        return None
-    cleaned = re.sub(r"[\s,$]", "", text)
-    return cleaned if re.fullmatch(r"-?\d+", cleaned) else None
-
-
-def is_correct(gold: str, generation: str, builtin: bool = False) -> tuple[str | None, bool]:
-    """(extracted answer, verdict) for one generation."""
+def grade(gold: str, generation: str, builtin: bool = False) -> tuple[str | None, bool]:
+    """(extracted answer, verdict) for one generation: math-verify, or for the built-in
+    task an exact whole-number match (``redi.data.builtin_task.normalize_answer``)."""
     answer = extract_boxed(generation)
-    if builtin:
-        value = normalize_number(answer)
-        return answer, value is not None and value == normalize_number(gold)
-    return answer, math_equal(gold, answer)
+    if not builtin:
+        return answer, math_equal(gold, answer)
+    from redi.data.builtin_task import normalize_answer
+
+    value = None if answer is None else normalize_answer(answer)
+    return answer, value is not None and value == normalize_answer(gold)

@@ -28,21 +28,23 @@ class HFGenerator:
     """Left-padded batches through ``model.generate`` with the KV cache."""
 
     def __init__(self, model_dir: str, batch_size: int = 32, device: str | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from redi.data.tokenizer import load_tokenizer
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True,
-                                                       padding_side="left")
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer.padding_side = "left"
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, local_files_only=True).to(self.device).eval()
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], settings: SamplingSettings, seed: int) -> list[str]:
-        """One completion per prompt; ``seed`` makes the draw repeatable."""
+    def generate(self, prompts: list[str], settings: SamplingSettings, seed: int,
+                 stop_token_ids: list[int]) -> list[str]:
+        """One completion per prompt, ending at a stop token; ``seed`` makes the draw
+        repeatable."""
         outputs = []
         sample = settings.temperature > 0
         for start in range(0, len(prompts), self.batch_size):
@@ -53,7 +55,7 @@ class HFGenerator:
                 **enc, do_sample=sample, max_new_tokens=settings.max_new_tokens,
                 temperature=settings.temperature if sample else None,
                 top_p=settings.top_p if sample else None, top_k=None,
-                pad_token_id=self.tokenizer.pad_token_id)
+                eos_token_id=stop_token_ids, pad_token_id=self.tokenizer.pad_token_id)
             new = tokens[:, enc["input_ids"].shape[1]:]
             outputs += self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return outputs
@@ -67,11 +69,13 @@ class VLLMGenerator:
 
         self.llm = LLM(model=model_dir)
 
-    def generate(self, prompts: list[str], settings: SamplingSettings, seed: int) -> list[str]:
+    def generate(self, prompts: list[str], settings: SamplingSettings, seed: int,
+                 stop_token_ids: list[int]) -> list[str]:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_new_tokens, seed=seed)
+                                max_tokens=settings.max_new_tokens, seed=seed,
+                                stop_token_ids=stop_token_ids)
         return [r.outputs[0].text for r in self.llm.generate(prompts, params)]
 
 

@@ -1,0 +1,111 @@
+"""``redi eval``: sample k completions per problem, grade them, score pass@1 and pass@k.
+
+``OUT/samples.jsonl`` gets one line per finished sample (problem id, sample index, text,
+extracted answer, correct), appended as batches finish, so a rerun with the same ``OUT``
+generates only the samples that are missing. ``OUT/summary.json`` holds pass@1, its
+standard error, pass@k and the counts. Prompts are the training format's: the tokenizer's
+chat template around the problem (the Open-R1 math prompt by default), with the
+completion started by ``<think>\\n``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from redi.data.formatting import Formatter
+from redi.data.tokenizer import load_tokenizer
+
+from .answers import grade
+from .benchmarks import Problem, detect_benchmark, load_benchmark
+from .generation import SamplingSettings, make_generator
+from .scoring import mean_pass_at_k, pass1_with_stderr
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    samples: int = 16
+    sampling: SamplingSettings = SamplingSettings()
+    backend: str = "hf"
+    prompt_style: str = "openr1"
+    think: bool = True
+    batch_size: int = 32
+    limit: int | None = None  # evaluate the first N problems only
+
+
+def read_samples(path: Path) -> dict[tuple[str, int], dict]:
+    """Finished samples of an earlier run, by (problem id, sample index)."""
+    if not path.is_file():
+        return {}
+    done = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            done[(record["id"], record["sample"])] = record
+    return done
+
+
+def summarize(problems: list[Problem], done: dict, samples: int, benchmark: str) -> dict:
+    correct = [[done[(p.id, j)]["correct"] for j in range(samples)] for p in problems]
+    pass1, stderr = pass1_with_stderr(correct)
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= samples} | {samples})
+    return {
+        "benchmark": benchmark, "problems": len(problems), "samples_per_problem": samples,
+        "pass@1": pass1, "pass@1_stderr": stderr,
+        "pass@k": {str(k): mean_pass_at_k(correct, k) for k in ks},
+        "correct": sum(map(sum, correct)),
+        "answered": sum(done[(p.id, j)]["answer"] is not None for p in problems
+                        for j in range(samples)),
+    }
+
+
+def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "auto",
+             options: EvalOptions = EvalOptions(), progress: bool = True) -> dict:
+    """Run (or finish) an evaluation; returns the summary written to OUT/summary.json."""
+    problems = load_benchmark(data_path, benchmark)[: options.limit]
+    benchmark = benchmark if benchmark != "auto" else (detect_benchmark(data_path) or "generic")
+    builtin = benchmark == "builtin"
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples_path = out / "samples.jsonl"
+    done = read_samples(samples_path)
+    todo = [(p, j) for p in problems for j in range(options.samples) if (p.id, j) not in done]
+    if todo:
+        formatter = Formatter(load_tokenizer(model_dir), prompt_style=options.prompt_style)
+        generator = make_generator(options.backend, model_dir, options.batch_size)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="eval", unit="sample", disable=not progress)
+        with samples_path.open("a") as f:
+            for start in range(0, len(todo), options.batch_size):
+                chunk = todo[start:start + options.batch_size]
+                prompts = [formatter.generation_prompt(p.problem, options.think)
+                           for p, _ in chunk]
+                texts = generator.generate(prompts, options.sampling,
+                                           seed=options.sampling.seed + start,
+                                           stop_token_ids=formatter.stop_token_ids)
+                for (p, j), text in zip(chunk, texts, strict=True):
+                    answer, correct = grade(p.answer, text, builtin=builtin)
+                    record = {"id": p.id, "sample": j, "text": text, "answer": answer,
+                              "gold": p.answer, "correct": correct}
+                    done[(p.id, j)] = record
+                    f.write(json.dumps(record) + "\n")
+                f.flush()
+                bar.update(len(chunk))
+        bar.close()
+    summary = summarize(problems, done, options.samples, benchmark)
+    summary.update(model=str(model_dir), data=str(data_path),
+                   options={**asdict(options), "sampling": asdict(options.sampling)})
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out / "summary.json")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    ks = " ".join(f"pass@{k} {100 * v:.1f}" for k, v in summary["pass@k"].items() if k != "1")
+    return (f"{summary['benchmark']}: {summary['problems']} problems x "
+            f"{summary['samples_per_problem']} samples | pass@1 {100 * summary['pass@1']:.1f} "
+            f"+- {100 * summary['pass@1_stderr']:.1f} | {ks} | answered "
+            f"{summary['answered']}/{summary['problems'] * summary['samples_per_problem']}")

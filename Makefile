@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints-cpu.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test install lint
+.PHONY: test demo install lint
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The main job on the embedded default (about 10 minutes on 2 CPU cores); rerunning resumes.
+# ARGS=--compare adds DPO and SimPO; ARGS="--seeds 3" repeats it over seeds.
+demo: $(STAMP)
+	$(PY) -m redi.cli demo $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -136,7 +136,10 @@ class TokenLogprobsFunction(torch.autograd.Function):
 class WeightedLogprobSumFunction(torch.autograd.Function):
     """sum_i c_i logp_i with its gradients computed in the forward pass and scaled in backward.
 
-    Also returns the per-token logp (detached, for metrics).
+    Also returns the per-token logp (detached, for metrics). The gradients are kept on ctx
+    (not saved tensors) so backward can hand them over without a copy: they are scaled in
+    place and autograd takes them as they are, so dW exists once, not twice. Hence one
+    backward per forward (no ``retain_graph``).
     """
 
     @staticmethod
@@ -144,17 +147,23 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
         c = coef.float().masked_fill(~valid, 0.0)
         logp, dx, dw, db = impl.forward_backward(x, w, b, labels, c, inv_temp, needs)
         logp = logp.masked_fill_(~valid, 0.0)
-        ctx.save_for_backward(dx, dw, db, logp)
+        ctx.grads = (dx, dw, db)
+        ctx.save_for_backward(logp)
         ctx.coef_dtype = coef.dtype
         ctx.mark_non_differentiable(logp)
         return (c * logp).sum(), logp
 
     @staticmethod
     def backward(ctx, grad_total, _grad_logp):
-        dx, dw, db, logp = ctx.saved_tensors
-        scale = lambda g: None if g is None else g * grad_total.to(g.dtype)  # noqa: E731
+        if ctx.grads is None:
+            raise RuntimeError("weighted_logprob_sum supports one backward per forward "
+                               "(its gradients were already handed over)")
+        grads, ctx.grads = ctx.grads, None
+        (logp,) = ctx.saved_tensors
+        dx, dw, db = (None if g is None else g.mul_(grad_total.to(g.dtype)) for g in grads)
+        del grads
         dcoef = (logp * grad_total).to(ctx.coef_dtype) if ctx.needs_input_grad[3] else None
-        return scale(dx), scale(dw), scale(db), dcoef, None, None, None, None, None
+        return dx, dw, db, dcoef, None, None, None, None, None
 
 
 def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temperature=1.0,

@@ -106,8 +106,9 @@ def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict
     return final
 
 
-def load_checkpoint(path: str | Path, model, optimizer) -> tuple[dict, dict]:
-    """Restore model, optimizer and this rank's RNG; return (trainer_state, sampler_state)."""
+def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict]:
+    """Restore the model, the optimizer (unless None: weights only) and this rank's RNG;
+    return (trainer_state, sampler_state)."""
     path = Path(path)
     meta = json.loads((path / "trainer.json").read_text())
     expected = parameter_shapes(model)
@@ -122,11 +123,11 @@ def load_checkpoint(path: str | Path, model, optimizer) -> tuple[dict, dict]:
         raise CheckpointError(f"checkpoint {path} was written by {meta['world_size']} "
                               f"processes; resume with the same number (now "
                               f"{dist.get_world_size()}) to keep the data order exact")
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optim": optim_state}
+    model_state, optim_state = get_state_dict(model, optimizer or ())
+    state = {"model": model_state} | ({"optim": optim_state} if optimizer else {})
     dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optim"])
+    set_state_dict(model, optimizer or (), model_state_dict=state["model"],
+                   optim_state_dict=state.get("optim", {}))
     local = torch.load(path / f"rank{dist.get_rank()}.pt", weights_only=True)
     _set_rng_state(local["rng"])
     return meta, local["sampler"]

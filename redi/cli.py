@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("redi.train_cli:sft_main", "Stage 1: SFT on the correct traces (FSDP2)"),
     "train": ("redi.train_cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
     "eval": ("redi.eval.cli:main", "pass@1 (with standard error) and pass@k on a benchmark"),
+    "export": ("redi.export:main", "a training checkpoint to a Hugging Face model directory"),
+    "demo": ("redi.demo:main", "the main job: built-in task, SFT, REDI, evaluation, table, plot"),
 }
 
 

@@ -31,7 +31,7 @@ BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.bu
 BUILTIN_TEST = 500
 
 
-def _tokenizer_source(config: TrainConfig) -> str | None:
+def tokenizer_source(config: TrainConfig) -> str | None:
     if config.tokenizer:
         return config.tokenizer
     model_dir = config.init_from or config.model
@@ -60,7 +60,7 @@ class TrainData:
     def __init__(self, config: TrainConfig, env: Distributed):
         self.config, self.env = config, env
         self.kind = "sft" if config.loss == "sft" else "pairs"
-        self.tokenizer = load_tokenizer(_tokenizer_source(config))
+        self.tokenizer = load_tokenizer(tokenizer_source(config))
         formatter = Formatter(self.tokenizer, max_length=config.max_length,
                               max_prompt_length=config.max_prompt_length)
         path = self._data_dir(formatter) / ("sft.jsonl" if self.kind == "sft" else "pairs.jsonl")

@@ -103,13 +103,19 @@ def test_weighted_logprob_sum_matches_float64(backend, bias, temperature, shape,
 def test_float64_gradcheck_torch_backend():
     """The backward formulas, checked by finite differences (torch backend runs in fp64)."""
     hidden, weight, b, labels, _ = make_inputs((6,), 5, 7, dtype=torch.float64, bias=True)
-    coef = torch.randn(6, dtype=torch.float64)
-    kw = dict(bias=None, temperature=0.8, backend="torch")
-    f = lambda x, w, bb: redi.token_logprobs(x, w, labels, **{**kw, "bias": bb})  # noqa: E731
+    f = lambda x, w, bb: redi.token_logprobs(x, w, labels, bias=bb, temperature=0.8,  # noqa: E731
+                                             backend="torch")
     assert torch.autograd.gradcheck(f, (hidden, weight, b))
-    g = lambda x, w, bb: redi.weighted_logprob_sum(  # noqa: E731
-        x, w, labels, coef, **{**kw, "bias": bb})
-    assert torch.autograd.gradcheck(g, (hidden, weight, b))
+
+
+def test_weighted_sum_gradients_are_handed_over_once():
+    """The single pass gives its gradients to autograd without a copy, so a second backward
+    through the same graph is refused instead of silently wrong."""
+    hidden, weight, _, labels, coef = make_inputs((9,), 5, 7)
+    total = redi.weighted_logprob_sum(hidden, weight, labels, coef, backend="torch")
+    total.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward per forward"):
+        total.backward()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -60,6 +60,7 @@ def environment(device: str) -> dict:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),  # 1, 5, 15 min: other jobs on the machine
         "python": platform.python_version(),
         **{package.replace("-", "_"): _version(package) for package in _PACKAGES},
         "commit": _git("rev-parse", "HEAD"),

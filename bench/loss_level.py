@@ -1,15 +1,16 @@
 """Loss level: fwd+bwd of the head and the REDI / DPO / SimPO losses over a sweep of tokens.
 
-Every case of ``loss_cases`` at every token count of the settings, each measured by
-``measure.measure`` (the gradients of the previous call dropped first, so every peak counts
-the case's own dx and dW), with ratios of time and peak memory to the 3-matmul floor at the
-same token count and to the naive full-logits implementation of the same loss.
+Every case of ``loss_cases`` at every token count of the settings, measured side by side by
+``measure.measure_cases`` (the gradients of the previous call dropped before each memory
+measurement, so every peak counts the case's own dx and dW), with ratios of time and peak
+memory to the 3-matmul floor at the same token count and to the naive full-logits
+implementation of the same loss.
 """
 
 from __future__ import annotations
 
 from loss_cases import loss_cases, make_batch
-from measure import measure
+from measure import measure_cases
 from report import MS, PEAK, Column, Section, add_ratios
 from settings import Settings
 from token_cases import clear_grads
@@ -22,14 +23,11 @@ def _measure_at(settings: Settings, tokens: int) -> list[dict]:
                          f"({2 * settings.seq_len})")
     hidden, weight, labels = make_batch(pairs, settings.seq_len, settings.hidden,
                                         settings.vocab, settings.dtype, settings.device)
-    rows = []
-    for (loss, impl), build in loss_cases(hidden, weight, labels, settings.backends,
-                                          settings.liger_compiled).items():
-        result = measure(build, settings.device, settings.repeats, settings.warmup,
-                         before_each=lambda: clear_grads(hidden, weight))
-        rows.append(dict(section="loss", loss=loss, impl=impl, tokens=tokens, pairs=pairs,
-                         seq_len=settings.seq_len, **result))
-    return rows
+    cases = loss_cases(hidden, weight, labels, settings.backends, settings.liger_compiled)
+    results = measure_cases(cases, settings.device, settings.repeats, settings.warmup,
+                            before_each=lambda: clear_grads(hidden, weight))
+    return [dict(section="loss", loss=loss, impl=impl, tokens=tokens, pairs=pairs,
+                 seq_len=settings.seq_len, **result) for (loss, impl), result in results.items()]
 
 
 def run(settings: Settings) -> list[dict]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ def parse_args(argv):
     p.add_argument("--liger-compiled", action=argparse.BooleanOptionalAction,
                    help="also run Liger with torch.compile (default: on, off with --quick)")
     p.add_argument("--budget-mib", type=float, help="max-seq memory budget in MiB")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's, one per core); 1 keeps a run on "
+                        "a machine shared with other jobs from fighting them for cores")
     return p.parse_args(argv)
 
 
@@ -79,14 +83,16 @@ def _plots(section, rows, stem):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     settings = _settings(args)
     env = environment(settings.device)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if settings.profile == "quick" else ""
     stem = args.out / f"{device_slug(settings.device)}-{datetime.date.today()}{suffix}"
-    print(f"# {env['device']} ({env['cpu']}, {env['torch_threads']} threads), torch "
-          f"{env['torch']}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}",
-          flush=True)
+    print(f"# {env['device']} ({env['cpu']}, {env['torch_threads']} threads, load average "
+          f"{env['load_average'][0]:.2f}), torch {env['torch']}, commit {env['commit']}"
+          f"{' (dirty)' if env['dirty'] else ''}", flush=True)
     rows, files = [], []
     for name in args.sections:
         section = SECTIONS[name]
@@ -97,6 +103,7 @@ def main(argv=None) -> int:
               f"({time.perf_counter() - start:.0f} s)", flush=True)
         if section.plotted:
             files += _plots(section, section_rows, stem)
+        env["load_average_after"] = os.getloadavg()
         write_json(stem.with_suffix(".json"), env, settings, rows)
         write_csv(stem.with_suffix(".csv"), env, rows)
     print("\nwrote", *[stem.with_suffix(".json"), stem.with_suffix(".csv"), *files],

@@ -5,8 +5,9 @@ stand-in for redi's FSDP2 trainer; to switch, replace the ``trainer`` import bel
 
 * ``step``: median time, tokens/s and peak extra memory of one optimizer step for REDI, DPO
   with an on-the-fly reference, DPO with a cached reference and SimPO, each with our fused
-  loss and with the naive full-logits loss, at each sequence length of the settings. "Peak
-  extra" is above the memory kept between steps (weights, optimizer state, reference
+  loss and with the naive full-logits loss, at each sequence length of the settings (all
+  eight steps built first, then timed in interleaved rounds by ``measure.measure_cases``).
+  "Peak extra" is above the memory kept between steps (weights, optimizer state, reference
   weights), which is reported beside it as ``state``.
 * ``max-seq``: the longest sequence (one REDI pair) whose training step fits a budget of
   peak extra memory, naive vs ours.
@@ -14,8 +15,10 @@ stand-in for redi's FSDP2 trainer; to switch, replace the ``trainer`` import bel
 
 from __future__ import annotations
 
+from functools import partial
+
 import minimal_trainer as trainer
-from measure import measure
+from measure import measure_cases
 from report import MS, PEAK, Column, Section, add_ratios
 from settings import Settings
 
@@ -33,24 +36,24 @@ def _new_step(settings: Settings, loss, impl, reference=None):
     return trainer.TrainStep(model, loss, impl, reference)
 
 
-def _measure_step(settings: Settings, loss, reference, impl, input_ids, labels) -> dict:
-    step = _new_step(settings, loss, impl, reference)
-    result = measure(lambda: lambda: step(input_ids, labels), settings.device,
-                     settings.repeats, settings.warmup)
-    tokens, time_s = input_ids.numel(), result["time_s"]
-    return dict(section="step", loss=_label(loss, reference), impl=impl, tokens=tokens,
-                pairs=input_ids.shape[0] // 2, seq_len=input_ids.shape[1], **result,
-                tokens_per_s=None if time_s is None else tokens / time_s,
-                state_bytes=step.state_bytes())
+def _measure_steps(settings: Settings, seq_len) -> list[dict]:
+    input_ids, labels = trainer.pair_batch(settings.step_pairs, seq_len, settings.model.vocab,
+                                           settings.device)
+    steps = {(loss, reference, impl): _new_step(settings, loss, impl, reference)
+             for loss, reference in VARIANTS for impl in IMPLS}
+    results = measure_cases(
+        {key: lambda s=step: partial(s, input_ids, labels) for key, step in steps.items()},
+        settings.device, settings.repeats, settings.warmup)
+    tokens = input_ids.numel()
+    return [dict(section="step", loss=_label(loss, reference), impl=impl, tokens=tokens,
+                 pairs=settings.step_pairs, seq_len=seq_len, **result,
+                 tokens_per_s=tokens / result["time_s"] if result["time_s"] else None,
+                 state_bytes=steps[loss, reference, impl].state_bytes())
+            for (loss, reference, impl), result in results.items()]
 
 
 def run_steps(settings: Settings) -> list[dict]:
-    rows = []
-    for seq_len in settings.step_seq_lens:
-        batch = trainer.pair_batch(settings.step_pairs, seq_len, settings.model.vocab,
-                                   settings.device)
-        rows += [_measure_step(settings, loss, reference, impl, *batch)
-                 for loss, reference in VARIANTS for impl in IMPLS]
+    rows = [row for seq_len in settings.step_seq_lens for row in _measure_steps(settings, seq_len)]
     add_ratios(rows, "naive", lambda r: r["impl"] == "naive", match=("tokens", "loss"))
     add_ratios(rows, "redi", lambda r: r["loss"] == "redi", match=("tokens", "impl"),
                keys=("time_s",))
@@ -83,7 +86,8 @@ def _longest_fitting_step(settings: Settings, impl) -> dict:
 
     def fits(seq_len):
         batch = trainer.pair_batch(1, seq_len, vocab, device)
-        result = measure(lambda: lambda: step(*batch), device, repeats=0, warmup=0)
+        result = measure_cases({seq_len: lambda: partial(step, *batch)}, device, repeats=0,
+                               warmup=0)[seq_len]
         peaks[seq_len] = result["peak_bytes"]
         return result["status"] == "ok" and result["peak_bytes"] <= settings.budget_bytes
 

@@ -53,8 +53,9 @@ def parse_args(argv):
                    help="also run Liger with torch.compile (default: on, off with --quick)")
     p.add_argument("--budget-mib", type=float, help="max-seq memory budget in MiB")
     p.add_argument("--threads", type=int,
-                   help="torch CPU threads (default: torch's, one per core); 1 keeps a run on "
-                        "a machine shared with other jobs from fighting them for cores")
+                   help="torch CPU threads (default: one with --quick, else torch's, one per "
+                        "core); 1 keeps a run on a machine shared with other jobs from "
+                        "fighting them for cores")
     return p.parse_args(argv)
 
 
@@ -70,6 +71,8 @@ def _settings(args):
         overrides["liger_compiled"] = (False, True) if args.liger_compiled else (False,)
     if args.budget_mib is not None:
         overrides["budget_bytes"] = int(args.budget_mib * MiB)
+    if args.threads is not None:
+        overrides["threads"] = args.threads
     return settings.replace(**overrides)
 
 
@@ -83,9 +86,9 @@ def _plots(section, rows, stem):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     settings = _settings(args)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     env = environment(settings.device)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if settings.profile == "quick" else ""

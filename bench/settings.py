@@ -13,7 +13,9 @@ by doubling and bisection down to ``search_resolution`` tokens, up to ``search_l
 
 ``quick`` shrinks everything so the whole run takes well under two minutes on two CPU cores
 (it is the CI smoke test); it leaves out Liger's compiled path, whose first call compiles
-for tens of seconds on CPU.
+for tens of seconds on CPU, and runs one torch thread: its timings are not results, and on a
+machine shared with other jobs two threads fighting them for two cores made it 6x slower
+(2.5 minutes instead of about 20 s).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Settings:
     dtype: torch.dtype
     repeats: int
     warmup: int
+    threads: int | None  # torch CPU threads; None: torch's default (one per core)
     # loss level
     hidden: int
     vocab: int
@@ -73,7 +76,7 @@ def profile(name: str, device: str) -> Settings:
     base = _device_defaults(device)
     if name == "quick":
         return Settings(
-            profile="quick", **base, repeats=2, warmup=1,
+            profile="quick", **base, repeats=2, warmup=1, threads=1,
             hidden=128, vocab=4096, seq_len=128, tokens=(512, 1024), liger_compiled=(False,),
             model=ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128,
                              vocab=4096),
@@ -81,7 +84,7 @@ def profile(name: str, device: str) -> Settings:
             search_start=128, search_resolution=128, search_limit=8192)
     if device == "cuda":
         return Settings(
-            profile="full", **base, repeats=10, warmup=2,
+            profile="full", **base, repeats=10, warmup=2, threads=None,
             hidden=1536, vocab=151936, seq_len=512,
             tokens=(1024, 2048, 4096, 8192, 16384, 32768), liger_compiled=(False, True),
             model=ModelShape(hidden=896, layers=4, heads=14, kv_heads=2, intermediate=4864,
@@ -89,7 +92,7 @@ def profile(name: str, device: str) -> Settings:
             step_pairs=4, step_seq_lens=(1024, 2048), budget_bytes=16 * GiB,
             search_start=1024, search_resolution=512, search_limit=262144)
     return Settings(
-        profile="full", **base, repeats=3, warmup=1,
+        profile="full", **base, repeats=3, warmup=1, threads=None,
         hidden=512, vocab=32000, seq_len=512, tokens=(1024, 2048, 4096, 8192),
         liger_compiled=(False, True),
         model=ModelShape(hidden=256, layers=2, heads=4, kv_heads=2, intermediate=768,

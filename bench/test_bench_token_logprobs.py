@@ -10,7 +10,6 @@ same cases run at the Qwen2.5-1.5B head shape in bf16, with Liger-Kernel added.
 
 import pytest
 import torch
-from memory import peak_extra_bytes
 from token_cases import make_problem, token_cases
 
 if torch.cuda.is_available():
@@ -23,11 +22,6 @@ CASES = token_cases(*_PROBLEM, backends=BACKENDS)
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_token_logprobs_fwd_bwd(benchmark, case):
-    fn = CASES[case]
-    sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
-    benchmark.extra_info.update(
-        shape=dict(zip("NHV", SHAPE)), dtype=str(DTYPE), device=DEVICE,
-        peak_extra_MiB=round(peak_extra_bytes(fn, DEVICE) / 2**20, 1))
-    benchmark.pedantic(lambda: (fn(), sync()), rounds=5, warmup_rounds=1)
-    assert _PROBLEM[0].grad is not None or case.startswith("floor")
+def test_token_logprobs_fwd_bwd(bench_case, case):
+    bench_case(CASES[case], _PROBLEM[:2], DEVICE, shape=dict(zip("NHV", SHAPE)),
+               dtype=str(DTYPE))

@@ -1,0 +1,50 @@
+"""CI smoke test of the benchmark: ``python bench/run.py --quick`` into a temporary directory.
+
+Run as a subprocess, as a user would: the benchmark changes glibc's allocator settings for
+its memory measurement (``bench/memory.py``), which must not leak into the test session.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "bench"
+
+
+def _positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_writes_complete_results(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    [json_path] = tmp_path.glob("*-quick.json")
+    assert json_path.with_suffix(".csv").stat().st_size > 0
+    for section in ("loss", "step"):
+        for metric in ("time", "memory"):
+            png = json_path.with_name(f"{json_path.stem}-{section}-{metric}.png")
+            assert png.read_bytes()[:4] == b"\x89PNG", png
+
+    payload = json.loads(json_path.read_text())
+    env = payload["environment"]
+    assert env["device"] and env["torch"] and env["commit"]
+    rows = payload["results"]
+    assert {r["section"] for r in rows} == {"loss", "step", "max-seq"}
+    for r in rows:
+        if r["section"] != "max-seq":
+            assert r["status"] == "ok" and _positive(r["time_s"]), r
+        assert _positive(r["peak_bytes"]), r
+
+    loss_impls = {(r["loss"], r["impl"]) for r in rows if r["section"] == "loss"}
+    for loss in ("redi", "dpo", "simpo"):
+        assert {(loss, "ours[torch]"), (loss, "naive")} <= loss_impls
+    assert {("dpo", "liger(compiled=False)"), ("simpo", "liger(compiled=False)"),
+            ("redi", "torch linear_cross_entropy"), ("floor", "3 matmuls")} <= loss_impls
+    assert len({r["loss"] for r in rows if r["section"] == "step"}) == 4
+
+    longest = {r["impl"]: r["max_seq_len"] for r in rows if r["section"] == "max-seq"}
+    assert longest["ours"] >= longest["naive"] > 0, longest

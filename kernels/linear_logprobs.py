@@ -113,24 +113,60 @@ def _needs(hidden, weight, bias):
             on and bias is not None and bias.requires_grad)
 
 
+class _ValidRows:
+    """The rows whose label is not ignored. Only they need logits: prompt and padding rows
+    have logp = 0 and no gradient, so they are dropped before the vocabulary-sized work
+    and get zeros back (a padded batch pays nothing for its padding)."""
+
+    def __init__(self, valid: torch.Tensor):
+        self.count = valid.numel()
+        self.index = None if bool(valid.all()) else valid.nonzero().squeeze(1)
+
+    @property
+    def empty(self) -> bool:
+        return self.index is not None and self.index.numel() == 0
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.index is None else t.index_select(0, self.index)
+
+    def put(self, values: torch.Tensor | None) -> torch.Tensor | None:
+        """Rows of ``values`` back at their places among all rows, zeros elsewhere."""
+        if values is None or self.index is None:
+            return values
+        full = values.new_zeros((self.count, *values.shape[1:]))
+        return full.index_copy_(0, self.index, values)
+
+
+def _zero_grads(x, w, b, needs):
+    grads = (torch.zeros_like(x), torch.zeros_like(w), None if b is None else torch.zeros_like(b))
+    return tuple(g if need else None for g, need in zip(grads, needs))
+
+
 class TokenLogprobsFunction(torch.autograd.Function):
     """logp = log_softmax(x W^T / tau + b)[y]; backward recomputes the logits chunk by chunk."""
 
     @staticmethod
     def forward(ctx, x, w, b, labels, valid, inv_temp, impl):
-        logp, lse = impl.forward(x, w, b, labels, inv_temp)
-        logp = logp.masked_fill_(~valid, 0.0)
-        ctx.save_for_backward(x, w, b, labels, valid, lse)
-        ctx.inv_temp, ctx.impl = inv_temp, impl
+        rows = _ValidRows(valid)
+        lse = None
+        if rows.empty:
+            logp = torch.zeros(rows.count, dtype=torch.float32, device=x.device)
+        else:
+            logp, lse = impl.forward(rows.take(x), w, b, rows.take(labels), inv_temp)
+            logp = rows.put(logp)
+        ctx.save_for_backward(x, w, b, labels, lse)
+        ctx.rows, ctx.inv_temp, ctx.impl = rows, inv_temp, impl
         return logp
 
     @staticmethod
     def backward(ctx, grad_logp):
-        x, w, b, labels, valid, lse = ctx.saved_tensors
-        grad = grad_logp.float().masked_fill(~valid, 0.0)
-        dx, dw, db = ctx.impl.backward(x, w, b, labels, lse, grad, ctx.inv_temp,
-                                       tuple(ctx.needs_input_grad[:3]))
-        return dx, dw, db, None, None, None, None
+        x, w, b, labels, lse = ctx.saved_tensors
+        rows, needs = ctx.rows, tuple(ctx.needs_input_grad[:3])
+        if rows.empty:
+            return (*_zero_grads(x, w, b, needs), None, None, None, None)
+        dx, dw, db = ctx.impl.backward(rows.take(x), w, b, rows.take(labels), lse,
+                                       rows.take(grad_logp.float()), ctx.inv_temp, needs)
+        return rows.put(dx), dw, db, None, None, None, None
 
 
 class WeightedLogprobSumFunction(torch.autograd.Function):
@@ -144,14 +180,20 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, coef, labels, valid, inv_temp, impl, needs):
-        c = coef.float().masked_fill(~valid, 0.0)
-        logp, dx, dw, db = impl.forward_backward(x, w, b, labels, c, inv_temp, needs)
-        logp = logp.masked_fill_(~valid, 0.0)
-        ctx.grads = (dx, dw, db)
+        rows = _ValidRows(valid)
+        if rows.empty:
+            logp = torch.zeros(rows.count, dtype=torch.float32, device=x.device)
+            ctx.grads = _zero_grads(x, w, b, needs)
+        else:
+            c = rows.take(coef.float())
+            logp, dx, dw, db = impl.forward_backward(rows.take(x), w, b, rows.take(labels), c,
+                                                     inv_temp, needs)
+            logp = rows.put(logp)
+            ctx.grads = (rows.put(dx), dw, db)
         ctx.save_for_backward(logp)
         ctx.coef_dtype = coef.dtype
         ctx.mark_non_differentiable(logp)
-        return (c * logp).sum(), logp
+        return (coef.float().masked_fill(~valid, 0.0) * logp).sum(), logp
 
     @staticmethod
     def backward(ctx, grad_total, _grad_logp):

@@ -142,6 +142,8 @@ def test_trl_formats_are_accepted_as_they_are(tmp_path, formatter):
                               {"role": "user", "content": "q"},
                               {"role": "assistant", "content": "a"}]}]
     write_jsonl(tmp_path / "sft_in.jsonl", messages)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "pairs.jsonl").write_text("stale, from an earlier run\n")
     stats = prepare(tmp_path / "sft_in.jsonl", tmp_path / "o", formatter,
                     PrepareOptions(progress=False))
     assert stats["format"] == "messages" and stats["sft"]["written"] == 1

@@ -78,7 +78,12 @@ def test_every_rule_on_a_hand_built_fixture(tmp_path, formatter):
         "source": "olympiads", "uuid": "u1", "row": f"{tmp_path / 'raw.jsonl'}:1", "answer": "1",
         "chosen_generation": 1, "rejected_generation": 0}
     assert sft["p9"]["uuid"] is None and sft["p9"]["row"].endswith("raw.jsonl:9")
-    assert sft["p9"]["generation"] == 1
+    assert sft["p9"]["generation"] == 1 and "answer" not in sft["p9"]
+
+
+def test_a_numeric_answer_is_kept_as_text(tmp_path, formatter):
+    _, out = run(tmp_path, formatter, rows=[raw("p", ["t"], [True], [True], answer=9)])
+    assert read_jsonl(out / "sft.jsonl")[0]["answer"] == "9"
 
 
 def test_kept_problems_are_written_in_the_seed_42_shuffle_order(tmp_path, formatter):

@@ -69,6 +69,16 @@ def test_padded_and_packed_pairs_hold_the_same_sequences_chosen_first():
     assert packed["rejected_index"].tolist() == [2, 3]
 
 
+def test_example_index_rides_along():
+    examples = [dict(e, index=i) for i, e in zip((7, 3, 5), SFT, strict=True)]
+    for packed in (False, True):
+        assert collate_sft(examples, 0, packed=packed)["index"].tolist() == [7, 3, 5]
+    pairs = [dict(p, index=i) for i, p in zip((4, 1), PAIRS, strict=True)]
+    for packed in (False, True):
+        assert collate_pairs(pairs, 0, packed=packed)["index"].tolist() == [4, 1]
+    assert "index" not in collate_sft(SFT, 0)
+
+
 def test_packing_never_predicts_across_a_boundary():
     batch = pack_sequences([([1, 2], [2, -100]), ([3, 4], [4, -100])])
     ends = batch["cu_seqlens"][1:] - 1
@@ -80,7 +90,8 @@ def test_tokenized_datasets_padded_and_packed_agree(tmp_path):
     conversations = [[{"role": "user", "content": f"Compute {i} + {i}."},
                       {"role": "assistant", "content": f"\\boxed{{{2 * i}}}"}] for i in range(5)]
     sft = tokenize_sft(conversations, formatter)
-    assert sft.column_names == ["input_ids", "labels", "length"]
+    assert sft.column_names == ["input_ids", "labels", "length", "index"]
+    assert sft["index"] == [0, 1, 2, 3, 4]
     assert sft["length"] == [len(ids) for ids in sft["input_ids"]]
     examples = [sft[i] for i in range(len(sft))]
     assert rows_of_padded(collate_sft(examples, 0)) == rows_of_packed(
@@ -105,10 +116,12 @@ def test_dataloader_over_prepared_files(tmp_path):
     sft, pairs = load_sft(tmp_path / "sft.jsonl", formatter), load_pairs(
         tmp_path / "pairs.jsonl", formatter)
     assert sft[0]["input_ids"] == pairs[0]["chosen_input_ids"]
-    assert sft[0] == {**formatter.encode_sft([messages])[0], "length": len(sft[0]["input_ids"])}
+    assert sft[0] == {**formatter.encode_sft([messages])[0], "length": len(sft[0]["input_ids"]),
+                      "index": 0}
     loader = torch.utils.data.DataLoader(
         pairs, batch_sampler=LengthGroupedBatchSampler(pairs["length"], max_tokens=64),
         collate_fn=make_collator("pairs", formatter.tokenizer.pad_token_id, packed=True))
     (batch,) = list(loader)
     assert batch["input_ids"].shape == (1, pairs[0]["length"])
+    assert batch["index"].tolist() == [0]
     assert batch["chosen_index"].tolist() == [0] and batch["rejected_index"].tolist() == [1]

@@ -114,9 +114,11 @@ def test_held_out_pairs_rank_the_correct_trace_against_one_mistake():
     assert pairs == generate_test_pairs(50, seed=3)
 
 
-def test_impossible_test_size_is_an_error():
+def test_impossible_sizes_are_errors():
     with pytest.raises(ValueError, match="cannot find 50 distinct held-out problems"):
         generate_test(50, max_operands=2, max_digits=1)
+    with pytest.raises(ValueError, match="max_operands >= 2 and 1 <= max_digits <= 4"):
+        next(generate_rows(1, max_digits=5))
 
 
 def test_write_task(tmp_path):

@@ -43,6 +43,8 @@ BAD_ROWS = {
     "undecodable line": ('{"problem": "p", "generations": [', "not valid JSON",
                          "undecodable_line"),
     "not an object": ("[1, 2]", "expected an object, got list", "wrong_type"),
+    "wrong answer type": (with_(answer=[1]), "field 'answer': expected a string or a number, "
+                          "got list", "wrong_type"),
     "bad messages": ('{"messages": [{"role": "user", "content": "q"}]}'.replace(
         "messages", "problem"), "field 'problem': expected a string, got list", "wrong_type"),
 }

@@ -80,6 +80,11 @@ def test_every_assistant_turn_is_trained_in_multi_turn_sft(builtin):
     conversation = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                     {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
     example = Formatter(builtin).encode_sft([conversation])[0]
+    assert tokens(builtin, example["input_ids"]) == [
+        "<|im_start|>", "user", "Ċ", "a", "<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ",
+        "b", "<|im_end|>", "Ċ", "<|im_start|>", "user", "Ċ", "c", "<|im_end|>", "Ċ",
+        "<|im_start|>", "assistant", "Ċ", "d", "<|im_end|>"]
+    assert builtin.decode(example["input_ids"]) == Formatter(builtin).render(conversation)[:-1]
     trained = [tokens(builtin, [t])[0] for t in example["labels"] if t != IGNORE_INDEX]
     assert trained == ["b", "<|im_end|>", "d", "<|im_end|>"]
 

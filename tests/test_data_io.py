@@ -51,10 +51,13 @@ def test_a_directory_of_files_is_read_in_path_order(tmp_path):
     (tmp_path / "sub" / "c.jsonl").write_text('{"a": 3}\n')
     (tmp_path / "a.jsonl").write_text('{"a": 1}\n')
     (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x.json").write_text("ignored")
+    datasets.Dataset.from_list([{"a": 4}]).save_to_disk(str(tmp_path / "saved"))
     rows = list(read_rows(tmp_path))
     assert [(r.file, r.data["a"]) for r in rows] == [
         (str(tmp_path / "a.jsonl"), 1), (str(tmp_path / "b.jsonl"), 2),
-        (str(tmp_path / "sub" / "c.jsonl"), 3)]
+        (str(tmp_path / "saved"), 4), (str(tmp_path / "sub" / "c.jsonl"), 3)]
 
 
 def test_missing_and_empty_inputs(tmp_path):

@@ -78,7 +78,12 @@ def test_every_rule_on_a_hand_built_fixture(tmp_path, formatter):
         "source": "olympiads", "uuid": "u1", "row": f"{tmp_path / 'raw.jsonl'}:1", "answer": "1",
         "chosen_generation": 1, "rejected_generation": 0}
     assert sft["p9"]["uuid"] is None and sft["p9"]["row"].endswith("raw.jsonl:9")
-    assert sft["p9"]["generation"] == 1
+    assert sft["p9"]["generation"] == 1 and "answer" not in sft["p9"]
+
+
+def test_a_numeric_answer_is_kept_as_text(tmp_path, formatter):
+    _, out = run(tmp_path, formatter, rows=[raw("p", ["t"], [True], [True], answer=9)])
+    assert read_jsonl(out / "sft.jsonl")[0]["answer"] == "9"
 
 
 def test_kept_problems_are_written_in_the_seed_42_shuffle_order(tmp_path, formatter):
@@ -142,6 +147,8 @@ def test_trl_formats_are_accepted_as_they_are(tmp_path, formatter):
                               {"role": "user", "content": "q"},
                               {"role": "assistant", "content": "a"}]}]
     write_jsonl(tmp_path / "sft_in.jsonl", messages)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "pairs.jsonl").write_text("stale, from an earlier run\n")
     stats = prepare(tmp_path / "sft_in.jsonl", tmp_path / "o", formatter,
                     PrepareOptions(progress=False))
     assert stats["format"] == "messages" and stats["sft"]["written"] == 1

@@ -27,13 +27,23 @@ def test_every_item_once_per_epoch_and_epochs_differ():
     assert len(epoch(LengthGroupedBatchSampler(LENGTHS, batch_size=8, drop_last=True))) == 62
 
 
-def test_batches_are_length_grouped():
-    batches = epoch(LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=1))
+def fill(batches):
+    """Mean share of real tokens in padded batches."""
     lengths = np.array(LENGTHS)
-    grouped = np.mean([lengths[b].sum() / (len(b) * lengths[b].max()) for b in batches])
-    random = [list(range(i, i + 8)) for i in range(0, 496, 8)]
-    ungrouped = np.mean([lengths[b].sum() / (len(b) * lengths[b].max()) for b in random])
-    assert grouped > 0.9 > ungrouped
+    return np.mean([lengths[b].sum() / (len(b) * lengths[b].max()) for b in batches])
+
+
+def test_batches_are_length_grouped_when_asked():
+    grouped = epoch(LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=1, group_batches=50))
+    assert fill(grouped) > 0.9
+
+
+def test_default_batches_are_random_chunks_of_the_shuffle():
+    batches = epoch(LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=1))
+    order = np.random.default_rng([1, 0]).permutation(500)
+    chunks = [sorted(order[i:i + 8].tolist()) for i in range(0, 500, 8)]
+    assert sorted(sorted(b) for b in batches) == sorted(chunks)
+    assert fill(batches) < 0.8
 
 
 def test_token_budget():
@@ -46,7 +56,8 @@ def test_token_budget():
         LengthGroupedBatchSampler(LENGTHS)
 
 
-@pytest.mark.parametrize("budget", [{"batch_size": 8}, {"max_tokens": 300}])
+@pytest.mark.parametrize("budget", [{"batch_size": 8}, {"max_tokens": 300},
+                                    {"batch_size": 8, "group_batches": 50}])
 def test_restored_sampler_yields_the_same_remaining_order(budget):
     reference = LengthGroupedBatchSampler(LENGTHS, seed=3, **budget)
     full = epoch(reference) + epoch(reference)

@@ -33,6 +33,8 @@ _EXPORTS = {
     "LengthGroupedBatchSampler": "redi.data.sampler",
     "prepare": "redi.data.prepare",
     "PrepareOptions": "redi.data.prepare",
+    "prepare_builtin_task": "redi.data.prepare",
+    "check_answer": "redi.data.builtin_task",
 }
 
 __all__ = sorted(_EXPORTS)

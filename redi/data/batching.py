@@ -15,6 +15,9 @@ Packed batches: the sequences concatenated into one row: ``input_ids``, ``labels
 the B chosen then the B rejected, and ``chosen_index`` / ``rejected_index`` (``[B]``) give
 each pair's two sequence ids. Labels never cross a boundary because every sequence's last
 label is -100.
+
+Examples that carry an ``index`` (tokenized datasets do) give the batch an ``index``
+tensor ``[B]`` (one per example or pair, in batch order).
 """
 
 from __future__ import annotations
@@ -65,12 +68,19 @@ def pack_sequences(sequences: Sequences) -> dict[str, torch.Tensor]:
             "position_ids": position_ids[None], "cu_seqlens": cu_seqlens, "seq_index": seq_index}
 
 
+def _index(examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+    if "index" not in examples[0]:
+        return {}
+    return {"index": torch.tensor([e["index"] for e in examples], dtype=torch.long)}
+
+
 def collate_sft(examples: Sequence[dict], pad_token_id: int, packed: bool = False,
                 pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
     """A padded or packed batch of SFT examples."""
     sequences = [(e["input_ids"], e["labels"]) for e in examples]
-    return pack_sequences(sequences) if packed else pad_sequences(
+    batch = pack_sequences(sequences) if packed else pad_sequences(
         sequences, pad_token_id, pad_to_multiple_of)
+    return batch | _index(examples)
 
 
 def collate_pairs(examples: Sequence[dict], pad_token_id: int, packed: bool = False,
@@ -79,10 +89,10 @@ def collate_pairs(examples: Sequence[dict], pad_token_id: int, packed: bool = Fa
     sequences = [(e[f"{side}_input_ids"], e[f"{side}_labels"])
                  for side in ("chosen", "rejected") for e in examples]
     if not packed:
-        return pad_sequences(sequences, pad_token_id, pad_to_multiple_of)
+        return pad_sequences(sequences, pad_token_id, pad_to_multiple_of) | _index(examples)
     count = len(examples)
-    return pack_sequences(sequences) | {"chosen_index": torch.arange(count),
-                                        "rejected_index": torch.arange(count, 2 * count)}
+    return pack_sequences(sequences) | _index(examples) | {
+        "chosen_index": torch.arange(count), "rejected_index": torch.arange(count, 2 * count)}
 
 
 def make_collator(kind: str, pad_token_id: int, packed: bool = False,

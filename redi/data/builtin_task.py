@@ -19,8 +19,9 @@ correctly from the wrong state, so it differs from the correct trace in a few st
 * ``forgot_carry``: the carry announced by the previous column is not added;
 * ``dropped_carry``: a column's carry is never written down, so it is lost.
 
-Every mistake changes the final answer. The teacher errs in each column with probability
-``column_error`` (at most once per trace), so longer sums are wrong more often.
+Every mistake changes the final answer. A trace of c columns is wrong with probability
+``1 - (1 - column_error) ** c`` (its one mistake drawn uniformly from those possible), so
+longer sums are wrong more often; with the defaults about 43% of the traces are wrong.
 
 Rows follow the OpenR1-Math-Raw schema (``problem``, ``answer``, ``generations``,
 ``correctness`` with the three verdict lists, ``problem_is_valid``, ``source``, ``uuid``);
@@ -73,6 +74,9 @@ def is_test_problem(operands: tuple[int, ...]) -> bool:
 
 def sample_operands(rng: random.Random, max_operands: int = 3, max_digits: int = 3) -> tuple:
     """Draw 2..max_operands numbers of 1..max_digits digits (digit counts drawn first)."""
+    if not (2 <= max_operands and 1 <= max_digits <= len(COLUMN_NAMES)):
+        raise ValueError(f"the built-in task needs max_operands >= 2 and 1 <= max_digits <= "
+                         f"{len(COLUMN_NAMES)}")
     count = rng.randint(2, max_operands)
     digits = [rng.randint(1, max_digits) for _ in range(count)]
     return tuple(rng.randint(10 ** (d - 1) if d > 1 else 0, 10**d - 1) for d in digits)

@@ -197,22 +197,24 @@ class Formatter:
         token_lists = iter(self._tokenize([text for segs in all_segments for text, _ in segs]))
         encoded = []
         for segments in all_segments:
-            ids, trained, prompt_length = [], [], None
+            ids, trained, prompt_length, end_of_last_turn = [], [], None, 0
             for _, is_turn in segments:
                 tokens = next(token_lists)
-                if not is_turn:
-                    ids += tokens
-                    trained += [False] * len(tokens)
-                    continue
-                prompt_length = len(ids) if prompt_length is None else prompt_length
-                end = _last_index(tokens, self.turn_end_id)
-                turn = tokens[: end + 1] if end is not None else tokens + [
-                    self.tokenizer.eos_token_id]
-                ids += turn
-                trained += [True] * len(turn)
+                if is_turn:
+                    prompt_length = len(ids) if prompt_length is None else prompt_length
+                    end = _last_index(tokens, self.turn_end_id)
+                    if end is None:
+                        tokens, end = tokens + [self.tokenizer.eos_token_id], len(tokens)
+                    ids += tokens[: end + 1]
+                    trained += [True] * (end + 1)
+                    end_of_last_turn = len(ids)
+                    tokens = tokens[end + 1:]  # what the template puts after the turn's end
+                ids += tokens
+                trained += [False] * len(tokens)
             if prompt_length is None:
                 raise ValueError("no assistant message to train on")
-            encoded.append(Encoded(ids, trained, prompt_length))
+            encoded.append(Encoded(ids[:end_of_last_turn], trained[:end_of_last_turn],
+                                   prompt_length))
         return encoded
 
     def finish(self, encoded: Encoded) -> dict[str, list[int]]:

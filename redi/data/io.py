@@ -3,7 +3,7 @@
 Supported inputs: JSON Lines (``.jsonl``, ``.ndjson``, or ``.json`` holding one object per
 line), a JSON array (``.json``), Parquet files (read with ``pyarrow``, no cache copy), Arrow
 files, a directory written by ``datasets.Dataset.save_to_disk`` (its ``train`` split for a
-``DatasetDict``), or a directory of such files (all of them, sorted by path).
+``DatasetDict``), or a directory of such files and datasets (all of them, sorted by path).
 
 ``read_rows`` yields a ``Row`` per record, numbered from 1 within its file, or a
 ``DataError`` for a line that is not a JSON object, so that the caller decides whether to
@@ -13,6 +13,7 @@ raise it or to count it (``errors.InvalidRows``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,14 +38,23 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def input_files(path: str | Path) -> list[Path]:
-    """The files (or saved-dataset directory) an input path stands for."""
+    """The files and saved-dataset directories an input path stands for, in path order
+    (hidden files and directories are skipped)."""
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), None, None, "missing_file", "no such file or directory")
     if path.is_file() or _is_saved_dataset(path):
         return [path]
-    files = sorted(p for p in path.rglob("*")
-                   if p.is_file() and p.suffix in JSON_SUFFIXES + TABLE_SUFFIXES)
+    files = []
+    for directory, subdirectories, names in os.walk(path):
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        for sub in list(subdirectories):
+            if _is_saved_dataset(Path(directory, sub)):
+                files.append(Path(directory, sub))
+                subdirectories.remove(sub)
+        files += [Path(directory, n) for n in names
+                  if not n.startswith(".") and Path(n).suffix in JSON_SUFFIXES + TABLE_SUFFIXES]
+    files.sort()
     if not files:
         raise DataError(str(path), None, None, "missing_file",
                         f"no {', '.join(JSON_SUFFIXES + TABLE_SUFFIXES)} files in this directory")

@@ -43,6 +43,7 @@ from redi.data.validation import FORMATS, detect_format, messages_row, openr1_ro
 
 PROGRESS_MIN_ROWS = 10_000
 OUTPUTS = {"openr1": ("sft", "pairs"), "messages": ("sft",), "preference": ("pairs",)}
+PARSERS = {"openr1": openr1_row, "messages": messages_row, "preference": preference_row}
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ class _Spool:
         self.size += len(data)
 
     def write(self, path: Path, order: Iterable[int]) -> None:
+        """Write the stored lines whose keys are in ``order``, in that order; then close."""
         self.file.flush()
-        with open(path, "wb") as out:
+        with self.file, open(path, "wb") as out:
             if not self.size:
                 return
             with mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -109,17 +111,34 @@ def _assistant(text: str) -> dict:
 
 
 class _Preparer:
-    """Accumulates one run's outputs (in spools) and statistics."""
+    """One run: parses rows, keeps the outputs in spools, and counts everything."""
 
-    def __init__(self, formatter: Formatter, options: PrepareOptions, directory: Path):
-        self.formatter, self.options = formatter, options
-        self.spools = {"sft": _Spool(directory), "pairs": _Spool(directory)}
-        self.kept = 0
+    def __init__(self, fmt: str, formatter: Formatter, options: PrepareOptions,
+                 directory: Path):
+        self.fmt, self.formatter, self.options = fmt, formatter, options
+        self.spools = {name: _Spool(directory) for name in OUTPUTS[fmt]}
+        self.read, self.kept, self.null_verdicts = 0, 0, 0
+        self.invalid = InvalidRows(options.skip_invalid)
         self.filtered: Counter[str] = Counter()
         self.dropped = {"sft": Counter(), "pairs": Counter()}
-        self.null_verdicts = 0
         self.lengths = {"sft": {"prompt": [], "response": [], "total": []},
                         "pairs": {"prompt": [], "chosen": [], "rejected": []}}
+
+    def parse(self, items: Iterable[Row | DataError]) -> Iterator[tuple[Row, object]]:
+        """Valid rows with their parsed form; bad ones raised or counted."""
+        for item in items:
+            self.read += 1
+            try:
+                if isinstance(item, DataError):
+                    raise item
+                yield item, PARSERS[self.fmt](item)
+            except DataError as error:
+                self.invalid.reject(error)
+
+    def add(self, chunk: list[tuple[Row, object]]) -> None:
+        """Turn a chunk of parsed rows into output records."""
+        {"openr1": self.add_openr1_rows, "messages": self.add_messages_rows,
+         "preference": self.add_preference_rows}[self.fmt](chunk)
 
     def add_sft(self, key: int, record: dict, e: Encoded) -> None:
         self.spools["sft"].add(key, record)
@@ -138,7 +157,7 @@ class _Preparer:
         for name, n in zip(("prompt", "chosen", "rejected"), counts, strict=True):
             self.lengths["pairs"][name].append(n)
 
-    def openr1(self, chunk: list[tuple[Row, object]]) -> None:
+    def add_openr1_rows(self, chunk: list[tuple[Row, object]]) -> None:
         todo = []
         for row, r in chunk:
             reason = openr1.filter_reason(r, self.options.dropped_sources)
@@ -171,13 +190,13 @@ class _Preparer:
                       "chosen_generation": c, "rejected_generation": i}
             self.add_pair(key, record, e_chosen, e_rejected)
 
-    def messages(self, chunk: list[tuple[Row, list]]) -> None:
+    def add_messages_rows(self, chunk: list[tuple[Row, list]]) -> None:
         encoded = self.formatter.encode_conversations([(m, 0) for _, m in chunk])
         for (row, messages), e in zip(chunk, encoded, strict=True):
             self.add_sft(self.kept, {"messages": messages, "row": f"{row.file}:{row.number}"}, e)
             self.kept += 1
 
-    def preference(self, chunk: list[tuple[Row, tuple]]) -> None:
+    def add_preference_rows(self, chunk: list[tuple[Row, tuple]]) -> None:
         encoded = iter(self.formatter.encode_conversations(
             [(p + answer, len(p)) for _, (p, c, r) in chunk for answer in (c, r)]))
         for row, (prompt, chosen, rejected) in chunk:
@@ -186,8 +205,40 @@ class _Preparer:
             self.add_pair(self.kept, record, next(encoded), next(encoded))
             self.kept += 1
 
+    def stats(self, input_path, started: float) -> dict:
+        outputs = OUTPUTS[self.fmt]
+        stats = {
+            "input": str(input_path),
+            "format": self.fmt,
+            "tokenizer": getattr(self.formatter.tokenizer, "name_or_path", None),
+            "options": {k: v for k, v in asdict(self.options).items()
+                        if k not in ("progress", "chunk_size")},
+            "rows": {"read": self.read, "invalid": sum(self.invalid.counts.values()),
+                     "filtered": sum(self.filtered.values()), "kept": self.kept},
+            "invalid": dict(self.invalid.counts),
+            "filtered": dict(self.filtered),
+            "null_verdicts": self.null_verdicts,
+        }
+        for name in outputs:
+            stats[name] = {"written": len(self.spools[name].spans),
+                           "dropped": dict(self.dropped[name])}
+        stats["token_lengths"] = {name: {k: _percentiles(v) for k, v in self.lengths[name].items()}
+                                  for name in outputs}
+        return stats | {"seconds": round(time.perf_counter() - started, 3)}
 
-PARSERS = {"openr1": openr1_row, "messages": messages_row, "preference": preference_row}
+    def write(self, directory: Path) -> None:
+        """The output files (seed-shuffled order for OpenR1 rows, input order otherwise);
+        an output this format does not make is removed, lest a stale one be read."""
+        order = (openr1.shuffled_order(self.kept, self.options.shuffle_seed)
+                 if self.fmt == "openr1" else range(self.kept))
+        for name in ("sft", "pairs"):
+            path = directory / f"{name}.jsonl"
+            if name not in self.spools:
+                path.unlink(missing_ok=True)
+                continue
+            tmp = directory / f".{name}.jsonl.tmp"
+            self.spools[name].write(tmp, order)
+            os.replace(tmp, path)
 
 
 def _detect(rows: Iterator) -> tuple[str | None, Iterator]:
@@ -214,68 +265,29 @@ def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter
     Raises DataError on bad input (unless options.skip_invalid, which drops and counts
     bad rows; a missing file or an input with no valid row is always an error).
     """
+    from tqdm import tqdm
+
     started = time.perf_counter()
     if options.input_format not in ("auto", *FORMATS):
         raise ValueError(f"input_format must be 'auto' or one of {FORMATS}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     total = count_rows(input_path)
-
-    from tqdm import tqdm
-
-    rows = tqdm(read_rows(input_path), total=total, unit=" rows", desc="prepare",
-                disable=not options.progress or (total is not None and total < PROGRESS_MIN_ROWS))
-    fmt = options.input_format
-    rows_iter: Iterator = iter(rows)
-    if fmt == "auto":
-        fmt, rows_iter = _detect(rows_iter)
-    invalid = InvalidRows(options.skip_invalid)
-    read = 0
-
-    def parsed() -> Iterator[tuple[Row, object]]:
-        nonlocal read
-        for item in rows_iter:
-            read += 1
-            try:
-                if isinstance(item, DataError):
-                    raise item
-                yield item, PARSERS[fmt](item)
-            except DataError as error:
-                invalid.reject(error)
-
-    preparer = _Preparer(formatter, options, output_dir)
-    for chunk in _chunks(parsed(), options.chunk_size):
-        getattr(preparer, fmt)(chunk)
-    rows.close()
-    if read == sum(invalid.counts.values()):
-        skipped = f" ({read} invalid rows skipped)" if read else ""
+    quiet = not options.progress or (total is not None and total < PROGRESS_MIN_ROWS)
+    with tqdm(read_rows(input_path), total=total, unit=" rows", desc="prepare",
+              disable=quiet) as progress:
+        fmt, rows = options.input_format, iter(progress)
+        if fmt == "auto":
+            fmt, rows = _detect(rows)
+        # fmt is None when the input holds no record, only errors: any parser will do
+        preparer = _Preparer(fmt or "openr1", formatter, options, output_dir)
+        for chunk in _chunks(preparer.parse(rows), options.chunk_size):
+            preparer.add(chunk)
+    if preparer.read == sum(preparer.invalid.counts.values()):
+        skipped = f" ({preparer.read} invalid rows skipped)" if preparer.read else ""
         raise DataError(str(input_path), None, None, "empty_input", f"no valid rows{skipped}")
-
-    order = (openr1.shuffled_order(preparer.kept, options.shuffle_seed) if fmt == "openr1"
-             else range(preparer.kept))
-    outputs = OUTPUTS[fmt]
-    stats = {
-        "input": str(input_path),
-        "format": fmt,
-        "tokenizer": getattr(formatter.tokenizer, "name_or_path", None),
-        "options": {k: v for k, v in asdict(options).items() if k not in ("progress",
-                                                                         "chunk_size")},
-        "rows": {"read": read, "invalid": sum(invalid.counts.values()),
-                 "filtered": sum(preparer.filtered.values()), "kept": preparer.kept},
-        "invalid": dict(invalid.counts),
-        "filtered": dict(preparer.filtered),
-        "null_verdicts": preparer.null_verdicts,
-    }
-    for name in outputs:
-        stats[name] = {"written": len(preparer.spools[name].spans),
-                       "dropped": dict(preparer.dropped[name])}
-    stats["token_lengths"] = {name: {k: _percentiles(v) for k, v in preparer.lengths[name].items()}
-                              for name in outputs}
-    for name in outputs:
-        tmp = output_dir / f".{name}.jsonl.tmp"
-        preparer.spools[name].write(tmp, order)
-        os.replace(tmp, output_dir / f"{name}.jsonl")
-    stats["seconds"] = round(time.perf_counter() - started, 3)
+    preparer.write(output_dir)
+    stats = preparer.stats(input_path, started)
     tmp = output_dir / ".stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2) + "\n")
     os.replace(tmp, output_dir / "stats.json")

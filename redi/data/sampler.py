@@ -3,8 +3,14 @@
 Each epoch: the items are shuffled (``numpy.random.default_rng([seed, epoch])``), cut into
 groups of about ``group_batches`` batches, each group is sorted by length (longest first)
 and cut into batches, either ``batch_size`` items or as many items as fit ``max_tokens``
-(the sum of their lengths, for packed batches); then the batch order is shuffled. Batches
-thus hold items of similar length (little padding) while the data order stays random.
+(the sum of their lengths, for packed batches); then the batch order is shuffled.
+
+``group_batches`` = 1 (the default) gives plain random batches. Larger groups give batches
+of similar-length items, which saves padding in padded batches, but such batches are also
+similar in content (on the built-in task, length follows the number of operands and
+digits): a tiny model trained with ``group_batches=50`` reached 6% held-out accuracy after
+700 SFT steps where random batches reached 85% after 500. Packed batches waste nothing on
+padding, so they need no grouping.
 
 With ``num_replicas`` > 1 the epoch's batches are dealt round-robin (rank r gets batches
 r, r + W, ...; the last ``len % W`` are dropped), so W ranks that each take one batch see
@@ -33,14 +39,14 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         batch_size: items per batch; or
         max_tokens: the most tokens (sum of lengths) per batch; exactly one of the two.
         seed: the shuffling seed.
-        group_batches: batches per length-sorted group.
+        group_batches: batches per length-sorted group (1: no grouping).
         shuffle: False keeps the items in order (no grouping).
         drop_last: drop batches with fewer than batch_size items.
         num_replicas, rank: data-parallel world size and this process's rank.
     """
 
     def __init__(self, lengths: Sequence[int], *, batch_size: int | None = None,
-                 max_tokens: int | None = None, seed: int = 0, group_batches: int = 50,
+                 max_tokens: int | None = None, seed: int = 0, group_batches: int = 1,
                  shuffle: bool = True, drop_last: bool = False, num_replicas: int = 1,
                  rank: int = 0):
         if (batch_size is None) == (max_tokens is None):

@@ -2,9 +2,11 @@
 ``datasets.Dataset`` objects that the collators (``batching.py``) and the sampler
 (``sampler.py``, over the ``length`` column) consume.
 
-SFT columns: ``input_ids``, ``labels`` (shifted, see ``formatting.py``), ``length``.
-Pair columns: ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
-``rejected_labels``, ``length`` (chosen + rejected tokens, what a packed batch holds).
+SFT columns: ``input_ids``, ``labels`` (shifted, see ``formatting.py``), ``length``,
+``index`` (the row's position, which collated batches carry, e.g. to look up cached
+reference log-probs). Pair columns: ``chosen_input_ids``, ``chosen_labels``,
+``rejected_input_ids``, ``rejected_labels``, ``length`` (chosen + rejected tokens, what a
+packed batch holds), ``index``.
 Token lists are stored as Arrow int32 lists (compact, in memory); rows are truncated as
 the formatter says.
 """
@@ -28,13 +30,16 @@ def _build(items: Iterable, encode: Callable[[list], list[dict]], columns: list[
 
     tokens = datasets.Sequence(datasets.Value("int32"))
     features = datasets.Features({name: tokens for name in columns} |
-                                 {"length": datasets.Value("int32")})
-    parts, iterator = [], iter(items)
+                                 {"length": datasets.Value("int32"),
+                                  "index": datasets.Value("int64")})
+    parts, iterator, done = [], iter(items), 0
     while chunk := list(itertools.islice(iterator, CHUNK)):
         examples = encode(chunk)
         table = {name: [e[name] for e in examples] for name in columns}
         table["length"] = [sum(len(e[name]) for name in columns if name.endswith("input_ids"))
                            for e in examples]
+        table["index"] = list(range(done, done + len(examples)))
+        done += len(examples)
         parts.append(datasets.Dataset.from_dict(table, features=features))
     if not parts:
         return datasets.Dataset.from_dict({name: [] for name in features}, features=features)

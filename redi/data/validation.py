@@ -114,10 +114,20 @@ def openr1_row(row: Row) -> OpenR1Row:
                               nullable=True),
         source=_get(row, record, "source", "source", str),
         uuid=_get(row, record, "uuid", "uuid", str, nullable=True) if "uuid" in record else None,
-        answer=(_get(row, record, "answer", "answer", str, nullable=True)
-                if "answer" in record else None),
+        answer=_answer(row, record),
         **verdicts,
     )
+
+
+def _answer(row: Row, record: dict) -> str | None:
+    """The optional reference answer, as text (numbers are accepted and converted)."""
+    value = record.get("answer")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise _error(row, "answer", "wrong_type",
+                 f"expected a string or a number, got {_type_name(value)}")
 
 
 def _messages(row: Row, value: Any, field: str, last_role: str | None = None) -> list[dict]:

@@ -6,7 +6,7 @@ frozen Stage-1 model. REDI and SimPO need none.
 * ``cached``: the same forward, run once over the whole pair set before training; the
   ``[pairs, 2]`` table is saved to ``output_dir/reference_logps.safetensors`` (with the
   pair-file fingerprint, so changed data is never served stale numbers) and looked up by
-  each batch's ``pair_index``.
+  each batch's ``index``.
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ class CachedReference:
         self.table = table  # [pairs, 2] float32: chosen, rejected
 
     def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.table[batch["pair_index"].cpu()].to(batch["labels"].device)
+        rows = self.table[batch["index"].cpu()].to(batch["labels"].device)
         return rows[:, 0], rows[:, 1]
 
     @classmethod
     def load_or_build(cls, output_dir, fingerprint: str, num_pairs: int, ref_model,
                       batches, backend: str, device, is_main: bool) -> CachedReference:
         """Read the cache if it matches ``fingerprint``; else run ``ref_model`` over
-        ``batches`` (this rank's share of every pair, each with ``pair_index``) and write it."""
+        ``batches`` (this rank's share of every pair, each with ``index``) and write it."""
         path = Path(output_dir) / CACHE_FILE
         if path.is_file():
             from safetensors import safe_open
@@ -72,7 +72,7 @@ class CachedReference:
         online = OnlineReference(ref_model, backend)
         for batch in batches:
             chosen, rejected = online(batch)
-            index = batch["pair_index"].to(device)
+            index = batch["index"].to(device)
             table[index, 0] = chosen.double()
             table[index, 1] = rejected.double()
         dist.all_reduce(table)  # every pair was computed by exactly one rank

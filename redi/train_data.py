@@ -110,7 +110,6 @@ class TrainData:
             batch["num_tokens"] = int(batch["attention_mask"].sum())
         else:
             batch["num_tokens"] = batch["input_ids"].numel()
-        batch["pair_index"] = torch.tensor(indices)
         return {k: v.to(self.env.device) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
 
@@ -130,7 +129,7 @@ class TrainData:
             local = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
             key = "num_tokens"
         else:
-            local = sum(len(b["pair_index"]) for b in micro_batches)
+            local = sum(len(b["index"]) for b in micro_batches)
             key = "num_pairs"
         total = all_sum(local, self.env.device).item()
         return {key: max(total, 1.0) / self.env.world_size}

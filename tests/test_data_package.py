@@ -10,4 +10,4 @@ def test_exports_resolve():
 
 
 def test_prepare_is_a_redi_command():
-    assert COMMANDS["prepare"][0] == "redi.data.cli"
+    assert COMMANDS["prepare"][0] == "redi.data.cli:main"

@@ -189,6 +189,9 @@ def run_demo(output: str | Path, seeds: list[int], compare: bool, size: DemoSize
     from .data.prepare import PrepareOptions, prepare_builtin_task
     from .data.tokenizer import load_tokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # dozens of model loads and saves: keep the log readable
     out = Path(output)
     data = out / "data"
     if not (data / "test_pairs.jsonl").is_file():

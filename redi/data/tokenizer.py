@@ -29,14 +29,19 @@ def load_tokenizer(path: str | Path | None = None):
     """A transformers tokenizer from a local directory (None: the built-in one).
 
     Never touches the network. A tokenizer without a padding token pads with its EOS.
+    A directory with a ``tokenizer.json`` is loaded exactly as serialized: AutoTokenizer
+    would pick the tokenizer class from a model ``config.json`` beside it (an exported
+    Qwen2 model gets ``Qwen2Tokenizer``), whose own pre-tokenizer silently replaces the
+    saved one and changes every token id.
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     directory = Path(BUILTIN_TOKENIZER_DIR if path is None else path)
     if not directory.is_dir():
         raise DataError(str(directory), None, None, "missing_file",
                         "no such tokenizer directory")
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    loader = PreTrainedTokenizerFast if (directory / "tokenizer.json").is_file() else AutoTokenizer
+    tokenizer = loader.from_pretrained(str(directory), local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -10,6 +10,8 @@ Sections (``SECTIONS``; run in the order given):
 * ``step``: Stage-2 training steps of a small Qwen2, REDI vs DPO (on-the-fly and cached
   reference) vs SimPO, ours vs naive (``step_level``).
 * ``max-seq``: longest sequence whose REDI step fits a memory budget, naive vs ours.
+* ``trainer``: Stage-2 tokens/s of ``redi train`` itself, REDI vs DPO (online and cached
+  reference) vs SimPO (``trainer_level``).
 
 Shapes and sizes per device and for ``--quick``: ``settings.py``. Writes a table per section
 to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment) and
@@ -29,13 +31,14 @@ from pathlib import Path
 import loss_level
 import step_level
 import torch
+import trainer_level
 from environment import device_slug, environment
 from plots import plot_against_tokens
 from report import table, write_csv, write_json
 from settings import MiB, profile
 
 SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
-                                step_level.MAX_SEQ_SECTION)}
+                                step_level.MAX_SEQ_SECTION, trainer_level.SECTION)}
 DEFAULT_OUT = Path(__file__).parent / "results"
 
 

@@ -11,6 +11,9 @@ Step level. A small Qwen2 (``ModelShape``) trained one Stage-2 step at a time on
 pair) whose step fits ``budget_bytes`` of peak extra memory, searched from ``search_start``
 by doubling and bisection down to ``search_resolution`` tokens, up to ``search_limit``.
 
+Trainer level. ``trainer_steps`` optimizer steps of ``redi train`` itself, ``trainer_pairs``
+pairs each, for every Stage-2 loss, from a random Qwen2 of the ``model`` shape.
+
 ``quick`` shrinks everything so the whole run takes well under two minutes on two CPU cores
 (it is the CI smoke test); it leaves out Liger's compiled path, whose first call compiles
 for tens of seconds on CPU, and runs one torch thread: its timings are not results, and on a
@@ -60,6 +63,9 @@ class Settings:
     search_start: int
     search_resolution: int
     search_limit: int
+    # trainer level (redi train)
+    trainer_steps: int
+    trainer_pairs: int
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -81,7 +87,8 @@ def profile(name: str, device: str) -> Settings:
             model=ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128,
                              vocab=4096),
             step_pairs=1, step_seq_lens=(128,), budget_bytes=64 * MiB,
-            search_start=128, search_resolution=128, search_limit=8192)
+            search_start=128, search_resolution=128, search_limit=8192,
+            trainer_steps=3, trainer_pairs=2)
     if device == "cuda":
         return Settings(
             profile="full", **base, repeats=10, warmup=2, threads=None,
@@ -90,7 +97,8 @@ def profile(name: str, device: str) -> Settings:
             model=ModelShape(hidden=896, layers=4, heads=14, kv_heads=2, intermediate=4864,
                              vocab=151936),
             step_pairs=4, step_seq_lens=(1024, 2048), budget_bytes=16 * GiB,
-            search_start=1024, search_resolution=512, search_limit=262144)
+            search_start=1024, search_resolution=512, search_limit=262144,
+            trainer_steps=12, trainer_pairs=32)
     return Settings(
         profile="full", **base, repeats=3, warmup=1, threads=None,
         hidden=512, vocab=32000, seq_len=512, tokens=(1024, 2048, 4096, 8192),
@@ -98,4 +106,5 @@ def profile(name: str, device: str) -> Settings:
         model=ModelShape(hidden=256, layers=2, heads=4, kv_heads=2, intermediate=768,
                          vocab=32000),
         step_pairs=2, step_seq_lens=(256, 512), budget_bytes=1 * GiB,
-        search_start=256, search_resolution=128, search_limit=32768)
+        search_start=256, search_resolution=128, search_limit=32768,
+        trainer_steps=8, trainer_pairs=8)

@@ -1,4 +1,4 @@
-"""Token-chunked PyTorch implementation of the fused linear log-prob op (the CPU backend).
+"""Chunked PyTorch implementation of the fused linear log-prob op (the CPU backend).
 
 Notation, shared with the Triton backend (``triton_impl.py``)::
 
@@ -11,11 +11,13 @@ For an upstream gradient g_i on logp_i (g_i = 0 on ignored tokens)::
     dz_iv  = g_i * (1[v = y_i] - exp(z_iv - lse_i))     d logp_i / d z_iv, scaled
     dx     = dz W / tau      dW = dz^T x / tau      db = sum_i dz_i
 
-Every function here walks the tokens in chunks of ``C`` rows and holds one ``[C, V]`` float32
-block of logits at a time, so the extra memory is ``O(N*H + V*H + C*V)``: fp32 copies of
-16-bit inputs, the fp32 gradient accumulators, and the block. ``C`` is chosen so the block is
-``CHUNK_BYTES`` (32 MiB): big enough that the three matmuls run at full speed, small enough
-that the softmax passes over it stay in the last-level cache.
+Each function holds one float32 block of logits at a time: ``forward`` and
+``forward_backward`` walk the tokens (a ``[C, V]`` block: they need whole rows for the
+log-sum-exp), ``backward`` walks the vocabulary (an ``[N, V_c]`` block: the softmax
+normalizer is known, and dW rows are then written once instead of accumulated). The
+extra memory is ``O(N*H + V*H)`` (fp32 copies of 16-bit inputs, fp32 gradient buffers)
+plus the block, which is ``CHUNK_BYTES`` (32 MiB): big enough that the three matmuls run
+at full speed, small enough that the softmax passes over it stay in the last-level cache.
 
 The backend computes in float32 (float64 when given float64) whatever the input dtype, and
 returns gradients in the dtype of the tensor they belong to.
@@ -114,19 +116,39 @@ def forward(x, w, b, labels, inv_temp):
 
 
 def backward(x, w, b, labels, lse, grad, inv_temp, needs):
-    """Gradients (dx, dW, db) of sum_i grad_i * logp_i, recomputing the logits chunk by chunk."""
-    n = x.shape[0]
-    acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x))
+    """Gradients (dx, dW, db) of sum_i grad_i * logp_i, recomputing the logits.
+
+    Walks the vocabulary in column chunks of a [N, V_c] block: each chunk's rows of dW are
+    written once and only the [N, H] dx accumulates. Walking the tokens instead would
+    accumulate the [V, H] dW once per chunk: V / N times the memory traffic.
+    """
+    n, v = x.shape[0], w.shape[0]
+    need_x, need_w, need_b = needs
+    dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
     x, w, b = _upcast(x, w, b)
-    rows = min(n, chunk_rows_for(w.shape[0]))
-    block = x.new_empty(rows, w.shape[0])
-    grad, lse = grad.to(x.dtype), lse.to(x.dtype)
-    for start, stop in _chunks(n, rows):
-        x_c, g = x[start:stop], grad[start:stop]
-        z = _logits_into(block, x_c, w, b, inv_temp)
-        dz = z.sub_(lse[start:stop].unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1))
-        acc.add_chunk(start, stop, _add_onehot_(dz, labels[start:stop], g), x_c, w, inv_temp)
-    return acc.result()
+    cols = min(v, max(64, CHUNK_BYTES // (n * x.element_size())))
+    storage = x.new_empty(n * cols)
+    grad, lse = grad.to(x.dtype), lse.to(x.dtype).unsqueeze(1)
+    neg_grad = grad.neg().unsqueeze(1)
+    dx = torch.zeros_like(x) if need_x else None
+    dw = torch.empty_like(w) if need_w else None
+    db = torch.empty_like(b) if (need_b and b is not None) else None
+    for v0, v1 in _chunks(v, cols):
+        w_c, b_c = w[v0:v1], None if b is None else b[v0:v1]
+        z = storage[: n * (v1 - v0)].view(n, v1 - v0)
+        torch.addmm(z if b_c is None else b_c, x, w_c.t(), beta=0 if b_c is None else 1,
+                    alpha=inv_temp, out=z)
+        dz = z.sub_(lse).exp_().mul_(neg_grad)
+        rows = ((labels >= v0) & (labels < v1)).nonzero().squeeze(1)
+        dz.index_put_((rows, labels[rows] - v0), grad[rows], accumulate=True)
+        if dx is not None:
+            dx.addmm_(dz, w_c, alpha=inv_temp)
+        if dw is not None:
+            torch.addmm(dw[v0:v1], dz.t(), x, beta=0, alpha=inv_temp, out=dw[v0:v1])
+        if db is not None:
+            db[v0:v1] = dz.sum(0)
+    grads = (dx, dw, db)
+    return tuple(None if g is None else g.to(dt) for g, dt in zip(grads, dtypes))
 
 
 def forward_backward(x, w, b, labels, coef, inv_temp, needs):

@@ -33,7 +33,7 @@ def test_quick_run_writes_complete_results(tmp_path):
     env = payload["environment"]
     assert env["device"] and env["torch"] and env["commit"]
     rows = payload["results"]
-    assert {r["section"] for r in rows} == {"loss", "step", "max-seq"}
+    assert {r["section"] for r in rows} == {"loss", "step", "max-seq", "trainer"}
     for r in rows:
         if r["section"] != "max-seq":
             assert r["status"] == "ok" and _positive(r["time_s"]), r
@@ -45,6 +45,10 @@ def test_quick_run_writes_complete_results(tmp_path):
     assert {("dpo", "liger(compiled=False)"), ("simpo", "liger(compiled=False)"),
             ("redi", "torch linear_cross_entropy"), ("floor", "3 matmuls")} <= loss_impls
     assert len({r["loss"] for r in rows if r["section"] == "step"}) == 4
+
+    trainer = {r["loss"]: r for r in rows if r["section"] == "trainer"}
+    assert set(trainer) == {"redi", "dpo (ref online)", "dpo (ref cached)", "simpo"}
+    assert all(_positive(r["tokens_per_s"]) for r in trainer.values())
 
     longest = {r["impl"]: r["max_seq_len"] for r in rows if r["section"] == "max-seq"}
     assert longest["ours"] >= longest["naive"] > 0, longest

@@ -1,6 +1,7 @@
 """Package layout: the Triton kernels live in the top-level ``kernels/`` folder but are
 installed as ``redi.kernels``, so that no top-level ``kernels`` module of ours shadows the
-``kernels`` package that transformers probes for hub kernels."""
+``kernels`` package that transformers probes for hub kernels. The top-level ``recipes/``
+is installed as ``redi.recipes`` (YAML package data) for the same reason."""
 
 from setuptools import find_packages, setup
 
@@ -10,6 +11,7 @@ kernel_packages = ["redi.kernels"] + [
 ]
 
 setup(
-    packages=redi_packages + kernel_packages,
-    package_dir={"redi": "redi", "redi.kernels": "kernels"},
+    packages=redi_packages + kernel_packages + ["redi.recipes"],
+    package_dir={"redi": "redi", "redi.kernels": "kernels", "redi.recipes": "recipes"},
+    package_data={"redi.recipes": ["*.yaml"]},
 )

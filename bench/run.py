@@ -3,6 +3,7 @@
     python bench/run.py                  # full run on the detected device (CUDA if present)
     python bench/run.py --quick --out /tmp/bench   # <= 2 minutes on 2 CPU cores (CI smoke)
     python bench/run.py --sections loss --tokens 1024 4096 --repeats 5
+    python bench/run.py --sections loss --tokens 8192 --seq-len 8192 --hidden 256
 
 Sections (``SECTIONS``; run in the order given):
 
@@ -52,6 +53,9 @@ def parse_args(argv):
     p.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     p.add_argument("--repeats", type=int, help="timed calls per case (median reported)")
     p.add_argument("--tokens", type=int, nargs="+", help="loss-level token counts")
+    p.add_argument("--seq-len", type=int, help="loss-level tokens per sequence (pairs of two)")
+    p.add_argument("--hidden", type=int, help="loss-level hidden size H")
+    p.add_argument("--vocab", type=int, help="loss-level vocabulary size V")
     p.add_argument("--liger-compiled", action=argparse.BooleanOptionalAction,
                    help="also run Liger with torch.compile (default: on, off with --quick)")
     p.add_argument("--budget-mib", type=float, help="max-seq memory budget in MiB")
@@ -70,6 +74,9 @@ def _settings(args):
         overrides["repeats"] = args.repeats
     if args.tokens:
         overrides["tokens"] = tuple(args.tokens)
+    for key in ("seq_len", "hidden", "vocab"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     if args.liger_compiled is not None:
         overrides["liger_compiled"] = (False, True) if args.liger_compiled else (False,)
     if args.budget_mib is not None:

@@ -18,13 +18,14 @@ With several seeds, the table gives the mean and the spread (sample std) over se
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = importlib.resources.files("redi.recipes")
 METHODS = ("redi", "dpo", "simpo")
 
 
@@ -185,11 +186,11 @@ def plot_curves(out: Path, per_seed: dict[int, dict], methods: tuple[str, ...]) 
 
 
 def run_demo(output: str | Path, seeds: list[int], compare: bool, size: DemoSize) -> dict:
+    from transformers.utils import logging as hf_logging
+
     from .data.formatting import Formatter
     from .data.prepare import PrepareOptions, prepare_builtin_task
     from .data.tokenizer import load_tokenizer
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # dozens of model loads and saves: keep the log readable
     out = Path(output)

@@ -56,12 +56,19 @@ def _select_backend(backend: str, device: torch.device, dtype: torch.dtype):
     return _triton_impl()
 
 
+def _logp_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """Log-probs are float32, or float64 for float64 inputs (the torch backend's reference
+    precision)."""
+    return torch.float64 if hidden.dtype == torch.float64 else torch.float32
+
+
 def _check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
     for name, t in (("hidden", hidden), ("weight", weight)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if not (t.dtype in _FLOAT_DTYPES or t.dtype == torch.float64):
-            raise ValueError(f"{name} must be float32, bfloat16 or float16, got {t.dtype}")
+            raise ValueError(f"{name} must be float32, bfloat16, float16 (or float64 on the "
+                             f"torch backend), got {t.dtype}")
     if weight.dim() != 2:
         raise ValueError(f"weight must be [V, H], got shape {tuple(weight.shape)}")
     if hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
@@ -150,7 +157,7 @@ class TokenLogprobsFunction(torch.autograd.Function):
         rows = _ValidRows(valid)
         lse = None
         if rows.empty:
-            logp = torch.zeros(rows.count, dtype=torch.float32, device=x.device)
+            logp = torch.zeros(rows.count, dtype=_logp_dtype(x), device=x.device)
         else:
             logp, lse = impl.forward(rows.take(x), w, b, rows.take(labels), inv_temp)
             logp = rows.put(logp)
@@ -182,7 +189,7 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
     def forward(ctx, x, w, b, coef, labels, valid, inv_temp, impl, needs):
         rows = _ValidRows(valid)
         if rows.empty:
-            logp = torch.zeros(rows.count, dtype=torch.float32, device=x.device)
+            logp = torch.zeros(rows.count, dtype=_logp_dtype(x), device=x.device)
             ctx.grads = _zero_grads(x, w, b, needs)
         else:
             c = rows.take(coef.float())
@@ -202,7 +209,8 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
                                "(its gradients were already handed over)")
         grads, ctx.grads = ctx.grads, None
         (logp,) = ctx.saved_tensors
-        dx, dw, db = (None if g is None else g.mul_(grad_total.to(g.dtype)) for g in grads)
+        # the fp32 scale multiplies in fp32 (not rounded to a 16-bit grad's dtype first)
+        dx, dw, db = (None if g is None else g.mul_(grad_total) for g in grads)
         del grads
         dcoef = (logp * grad_total).to(ctx.coef_dtype) if ctx.needs_input_grad[3] else None
         return dx, dw, db, dcoef, None, None, None, None, None
@@ -230,7 +238,7 @@ def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temp
     impl = _select_backend(backend, hidden.device, hidden.dtype)
     x, w, safe_labels, valid = _flatten(hidden, weight, labels, ignore_index)
     if x.shape[0] == 0:
-        return torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
+        return torch.zeros(labels.shape, dtype=_logp_dtype(hidden), device=hidden.device)
     logp = TokenLogprobsFunction.apply(x, w, bias, safe_labels, valid, 1.0 / temperature, impl)
     return logp.view(labels.shape)
 
@@ -255,7 +263,7 @@ def weighted_logprob_sum(hidden, weight, labels, coef, *, bias=None, ignore_inde
     x, w, safe_labels, valid = _flatten(hidden, weight, labels, ignore_index)
     if x.shape[0] == 0:
         zero = (hidden.sum() * 0 + weight.sum() * 0).float()
-        empty = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
+        empty = torch.zeros(labels.shape, dtype=_logp_dtype(hidden), device=hidden.device)
         return (zero, empty) if return_logprobs else zero
     total, logp = WeightedLogprobSumFunction.apply(
         x, w, bias, coef.reshape(-1), safe_labels, valid, 1.0 / temperature, impl,

@@ -16,8 +16,11 @@ Each function holds one float32 block of logits at a time: ``forward`` and
 log-sum-exp), ``backward`` walks the vocabulary (an ``[N, V_c]`` block: the softmax
 normalizer is known, and dW rows are then written once instead of accumulated). The
 extra memory is ``O(N*H + V*H)`` (fp32 copies of 16-bit inputs, fp32 gradient buffers)
-plus the block, which is ``CHUNK_BYTES`` (32 MiB): big enough that the three matmuls run
-at full speed, small enough that the softmax passes over it stay in the last-level cache.
+plus the block, which is ``CHUNK_BYTES`` (64 MiB). The block size trades the matmuls' shape
+(thin chunks make ``dW += dz^T x`` re-read the [V, H] accumulator once per chunk) against
+the softmax passes' cache locality; on 2 EPYC cores at N=4096, H=512, V=32000 (fp32, median
+of 5) 64 MiB was 7% faster than 32 MiB for both entries (single pass 1.04x vs 1.12x the
+3-matmul floor; general 1.40x vs 1.50x).
 
 The backend computes in float32 (float64 when given float64) whatever the input dtype, and
 returns gradients in the dtype of the tensor they belong to.
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 64 * 2**20
 
 
 def chunk_rows_for(vocab: int) -> int:

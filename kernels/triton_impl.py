@@ -170,15 +170,18 @@ def _dlogits_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, g_ptr, z_ptr,
 _logits_lse = triton.autotune(
     _gemm_configs(), key=["V", "H", "DOT_PRECISION", "STORE_LOGITS", "ROUNDED"])(
     _logits_lse_kernel)
-_dlogits_recompute = triton.autotune(_gemm_configs(), key=["V", "H", "DOT_PRECISION"])(
+# Not keyed on V: backward passes a vocabulary chunk whose width follows the token count,
+# which changes every step; the best tile depends on H and the precision only.
+_dlogits_recompute = triton.autotune(_gemm_configs(), key=["H", "DOT_PRECISION"])(
     _dlogits_kernel)
 
 
 def _dot_precision(x):
     """fp32 inputs get IEEE products unless the user allowed TF32 for matmuls, as in torch."""
-    if x.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)  # torch >= 2.9; else the legacy flag
+    tf32 = precision == "tf32" if precision is not None else matmul.allow_tf32
+    return "ieee" if x.dtype == torch.float32 and not tf32 else "tf32"
 
 
 def _num_splits(n_rows: int, vocab: int, device: torch.device) -> tuple[int, int]:
@@ -291,7 +294,8 @@ def forward_backward(x, w, b, labels, coef, inv_temp, needs):
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         x_c, y_c, dz = x[r0:r1], labels[r0:r1], z[: r1 - r0]
-        lse, target, lse_stored = _lse_and_target(x_c, w, b, y_c, inv_temp, z_buffer=dz)
+        lse, target, lse_stored = _lse_and_target(x_c, w, b, y_c, inv_temp,
+                                                  z_buffer=dz if any(needs) else None)
         logp[r0:r1] = target - lse
         if any(needs):
             _launch_dlogits(x_c, w, b, y_c, lse_stored, g[r0:r1], dz, 0, inv_temp,

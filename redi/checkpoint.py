@@ -15,7 +15,6 @@ nodes share.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -25,6 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from .files import replace_dir
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -97,18 +98,17 @@ def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict
         (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
     dist.barrier()
     if rank == 0:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old)
     dist.barrier()
     return final
 
 
-def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict]:
-    """Restore the model, the optimizer (unless None: weights only) and this rank's RNG;
-    return (trainer_state, sampler_state)."""
+def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict | None]:
+    """Restore the model and, to resume, the optimizer and this rank's RNG; return
+    (trainer_state, this rank's sampler_state). With ``optimizer=None`` only the weights
+    are loaded (DCP reshards them to any process count) and sampler_state is None."""
     path = Path(path)
     meta = json.loads((path / "trainer.json").read_text())
     expected = parameter_shapes(model)
@@ -119,7 +119,7 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict
         raise CheckpointError(
             f"checkpoint {path} does not match the model: parameters missing from it "
             f"{missing[:5]}, shapes that differ {differ[:5]}")
-    if meta["world_size"] != dist.get_world_size():
+    if optimizer is not None and meta["world_size"] != dist.get_world_size():
         raise CheckpointError(f"checkpoint {path} was written by {meta['world_size']} "
                               f"processes; resume with the same number (now "
                               f"{dist.get_world_size()}) to keep the data order exact")
@@ -128,6 +128,8 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict
     dcp.load(state, checkpoint_id=str(path))
     set_state_dict(model, optimizer or (), model_state_dict=state["model"],
                    optim_state_dict=state.get("optim", {}))
+    if optimizer is None:
+        return meta, None
     local = torch.load(path / f"rank{dist.get_rank()}.pt", weights_only=True)
     _set_rng_state(local["rng"])
     return meta, local["sampler"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from .functional import check_beta, check_redi_args
+
 
 class ConfigError(ValueError):
     """A recipe or override that does not fit TrainConfig."""
@@ -169,8 +171,21 @@ def _check_consistency(c: TrainConfig):
         raise ConfigError(f"max_steps must be >= 1 or null, got {c.max_steps}")
     if not 0 <= c.warmup_ratio < 1:
         raise ConfigError(f"warmup_ratio must be in [0, 1), got {c.warmup_ratio}")
-    if c.lr <= 0:
-        raise ConfigError(f"lr must be > 0, got {c.lr}")
+    for key in ("lr", "epochs", "grad_clip"):
+        if not getattr(c, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {getattr(c, key)}")
+    for key in ("save_every", "keep_last"):
+        if getattr(c, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(c, key)}")
+    if c.model is None and c.init_from is None and not c.model_config:
+        raise ConfigError("no model: set model (a local HF directory), init_from (a Stage-1 "
+                          "export) or model_config (a model built from scratch)")
+    try:
+        check_redi_args(c.alpha, c.chosen_coef, c.neg_reweight_gamma)
+        if c.beta is not None:
+            check_beta(c.beta)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def to_yaml(config: TrainConfig) -> str:

@@ -107,9 +107,9 @@ def run_seed(out: Path, data: Path, seed: int, methods: tuple[str, ...],
                       **{k: margins[k] for k in ("chosen_logps_avg", "rejected_logps_avg",
                                                  "margin")}}
     curves = {}
+    start = _accuracy(models["sft"], data, root / "curve_eval" / "sft", size, 1, 0.0,
+                      size.curve_problems)
     for method in methods:
-        start = _accuracy(models["sft"], data, root / "curve_eval" / "sft", size, 1, 0.0,
-                          size.curve_problems)
         points = [(0, start["pass@1"])]
         for step, model_dir in _export_curve_points(root / method):
             result = _accuracy(model_dir, data, root / "curve_eval" / method / str(step),
@@ -191,11 +191,12 @@ def run_demo(output: str | Path, seeds: list[int], compare: bool, size: DemoSize
     from .data.formatting import Formatter
     from .data.prepare import PrepareOptions, prepare_builtin_task
     from .data.tokenizer import load_tokenizer
+    from .files import atomic_write_text
 
     hf_logging.disable_progress_bar()  # dozens of model loads and saves: keep the log readable
     out = Path(output)
     data = out / "data"
-    if not (data / "test_pairs.jsonl").is_file():
+    if not (data / "stats.json").is_file():  # written last by prepare
         print(f"[demo] generating the built-in task ({size.problems} problems) in {data}")
         prepare_builtin_task(data, Formatter(load_tokenizer()), size.problems, size.test,
                              options=PrepareOptions(progress=False))
@@ -205,8 +206,8 @@ def run_demo(output: str | Path, seeds: list[int], compare: bool, size: DemoSize
         print(f"[demo] seed {seed}: Stage 1 (SFT), Stage 2 ({', '.join(methods)}), evaluation")
         per_seed[seed] = run_seed(out, data, seed, methods, size)
     table = results_table(per_seed, size.samples)
-    (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps(per_seed, indent=1))
+    atomic_write_text(out / "results.md", table + "\n")
+    atomic_write_text(out / "results.json", json.dumps(per_seed, indent=1))
     plot = plot_curves(out, per_seed, methods)
     print(f"\n{table}\n\nwrote {out / 'results.md'}, {out / 'results.json'}, {plot}")
     return per_seed

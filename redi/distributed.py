@@ -18,7 +18,6 @@ import torch.distributed as dist
 class Distributed:
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -48,7 +47,13 @@ def init_distributed() -> Distributed:
         else:  # a plain `python`/`redi` run: a group of one
             dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
                                     rank=0, world_size=1, device_id=device_id)
-    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+def finish():
+    """The normal end of a run: wait until every process is done with its collectives, so
+    that none tears down its process group while another still talks to it."""
+    dist.barrier()
 
 
 def shutdown():

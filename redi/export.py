@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, build_config
-from .distributed import init_distributed, shutdown
-from .modeling import CausalLMWithFusedLoss, export_hf, load_causal_lm, shard
+from .data.errors import DataError
+from .distributed import finish, init_distributed, shutdown
+from .modeling import build_model, export_hf
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
@@ -29,10 +30,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
 
     env = init_distributed()
     try:
-        model = shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, env.device,
-                      trainable=False)
+        model = build_model(config, env.device, trainable=False)
         load_checkpoint(checkpoint, model)
         export_hf(model, load_tokenizer(tokenizer_source(config)), output, env.is_main)
+        finish()
     finally:
         shutdown()
     return Path(output)
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         print(export_checkpoint(args.checkpoint, args.output))
-    except (CheckpointError, ConfigError, FileNotFoundError) as err:
+    except (CheckpointError, ConfigError, DataError, FileNotFoundError) as err:
         print(f"redi export: {err}", file=sys.stderr)
         return 2
     return 0

@@ -15,10 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-REDI_DEFAULTS = dict(alpha=0.8, chosen_coef=1.0)  # paper: alpha = 0.8, lr 1e-6
-DPO_DEFAULTS = dict(beta=0.1)  # paper's best on its data: beta = 0.001, lr 2e-7
-SIMPO_DEFAULTS = dict(beta=2.0, gamma=1.0)  # paper: beta = 2, gamma = 1, lr 5e-7
-
 
 def check_redi_args(alpha: float, chosen_coef: float, neg_reweight_gamma: float | None):
     if not 0.0 <= alpha <= 1.0:
@@ -78,7 +74,8 @@ def redi_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *,
         L = mean_pairs[ -chosen_coef * n(y_w) + alpha * w * n(y_l) ]
 
     with w = 1, or, with the public recipe's optional negative reweighting,
-    w = exp(neg_reweight_gamma * n(y_l)) (gradient flows through w, as in the recipe).
+    w = exp(neg_reweight_gamma * n(y_l)) (gradient flows through w, as in the recipe, so a
+    negative with n(y_l) < -1/neg_reweight_gamma is pushed up: see FusedLinearREDILoss).
     alpha = 0 is SFT on the positives; alpha = 1 the symmetric objective. Paper default:
     alpha = 0.8, chosen_coef = 1, no reweighting.
     """
@@ -141,8 +138,8 @@ def sft_loss(logps, lengths, *, num_tokens=None):
     """SFT: mean negative log-likelihood over completion tokens, L = -sum lp / sum |y|.
 
     ``num_tokens`` overrides the denominator (e.g. the global token count of an
-    accumulated batch).
+    accumulated batch). A batch without completion tokens has loss 0 (as the fused loss).
     """
-    total = lengths.sum() if num_tokens is None else num_tokens
+    total = lengths.sum().clamp(min=1) if num_tokens is None else num_tokens
     loss = -logps.sum() / total
     return loss, {"logps": logps.detach(), "tokens": lengths.detach()}

@@ -69,8 +69,11 @@ class FusedLinearREDILoss(_FusedLinearPreferenceLoss):
 
     Reference-free; alpha = 0.8 (paper default; 0 = SFT on positives, 1 = symmetric).
     ``w = 1``, or ``exp(neg_reweight_gamma * lp(y_l)/|y_l|)`` with the public recipe's
-    optional negative reweighting (off by default). Without reweighting the loss is linear
-    in the token log-probs and runs the single-pass fused op.
+    optional negative reweighting (off by default). As in that recipe the gradient flows
+    through w: d/dn [alpha e^(gamma n) n] = alpha e^(gamma n) (1 + gamma n), so a negative
+    whose normalized log-prob n is below -1/gamma has its likelihood pushed up, not down.
+    Without reweighting the loss is linear in the token log-probs and runs the single-pass
+    fused op.
     """
 
     def __init__(self, alpha: float = 0.8, chosen_coef: float = 1.0, ignore_index: int = -100,
@@ -78,7 +81,8 @@ class FusedLinearREDILoss(_FusedLinearPreferenceLoss):
         super().__init__(ignore_index, backend)
         LF.check_redi_args(alpha, chosen_coef, neg_reweight_gamma)
         self.alpha, self.chosen_coef = alpha, chosen_coef
-        self.neg_reweight_gamma = neg_reweight_gamma
+        # gamma = 0 is w = 1: the linear loss, single pass
+        self.neg_reweight_gamma = neg_reweight_gamma or None
 
     def linear_weights(self, chosen_lengths, rejected_lengths, num_pairs):
         if self.neg_reweight_gamma is not None:

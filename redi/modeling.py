@@ -9,7 +9,6 @@ with tied embeddings, the embedding and head gradients add up in the one paramet
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
+from .files import replace_dir
 
 
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -37,11 +37,11 @@ def attn_implementation(config: TrainConfig) -> str:
     return "flash_attention_2" if flash_attn_available() else "sdpa"
 
 
-def load_causal_lm(config: TrainConfig, source: str | None = None):
-    """fp32 master weights from ``source`` (a HF directory), ``config.init_from`` or
-    ``config.model``, or a fresh model from ``config.model_config``."""
+def load_causal_lm(config: TrainConfig):
+    """fp32 master weights from ``config.init_from`` or ``config.model`` (a HF directory),
+    or a fresh model from ``config.model_config``."""
     attn = attn_implementation(config)
-    source = source or config.init_from or config.model
+    source = config.init_from or config.model
     if source is not None:
         if not Path(source, "config.json").is_file():
             raise FileNotFoundError(f"{source} is not a Hugging Face model directory "
@@ -49,7 +49,7 @@ def load_causal_lm(config: TrainConfig, source: str | None = None):
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32,
                                                     attn_implementation=attn)
     if not config.model_config:
-        raise ValueError("set model (a local HF directory), init_from, or model_config")
+        raise ConfigError("set model (a local HF directory), init_from, or model_config")
     spec = dict(config.model_config)
     model_config = AutoConfig.for_model(spec.pop("model_type", "qwen2"), **spec)
     return AutoModelForCausalLM.from_config(model_config, attn_implementation=attn,
@@ -67,12 +67,15 @@ def apply_liger_patches(lm) -> bool:
     return True
 
 
-def block_causal_mask(seq_index: torch.Tensor) -> torch.Tensor:
-    """[1, 1, N, N] boolean mask of a packed row: token i sees token j iff both belong to
-    the same sequence and j <= i. For attention kernels without variable-length support
-    (sdpa, eager); O(N^2) memory, so long packed rows want flash-attn."""
+def block_causal_mask(seq_index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[1, 1, N, N] additive mask of a packed row: 0 where token i may see token j (both in
+    the same sequence and j <= i), the dtype's minimum elsewhere. Additive, not boolean:
+    eager attention adds the mask to the scores, sdpa takes either. For attention kernels
+    without variable-length support; O(N^2) memory, so long packed rows want flash-attn."""
     same = seq_index[:, None] == seq_index[None, :]
-    return (same & torch.ones_like(same).tril())[None, None]
+    visible = same & torch.ones_like(same).tril()
+    mask = torch.zeros(visible.shape, dtype=dtype, device=seq_index.device)
+    return mask.masked_fill_(~visible, torch.finfo(dtype).min)[None, None]
 
 
 class CausalLMWithFusedLoss(torch.nn.Module):
@@ -92,7 +95,8 @@ class CausalLMWithFusedLoss(torch.nn.Module):
         decoder_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")
                           if batch.get(k) is not None}
         if "seq_index" in batch and self.lm.config._attn_implementation != "flash_attention_2":
-            decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"])
+            dtype = self.lm.get_input_embeddings().weight.dtype  # the compute dtype
+            decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"], dtype)
         hidden = self.lm.get_decoder()(**decoder_inputs, use_cache=False).last_hidden_state
         head = self.lm.get_output_embeddings()
         return loss_fn(head.weight, hidden, batch["labels"], head.bias, **loss_kwargs)
@@ -120,6 +124,12 @@ def shard(model: CausalLMWithFusedLoss, config: TrainConfig, device: torch.devic
     return model
 
 
+def build_model(config: TrainConfig, device: torch.device,
+                trainable: bool = True) -> CausalLMWithFusedLoss:
+    """The configured causal LM as a sharded ``CausalLMWithFusedLoss`` (see ``shard``)."""
+    return shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, device, trainable)
+
+
 def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
     """Gathered CPU state dict of the wrapped HF model (collective; full on every rank)."""
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
@@ -139,6 +149,4 @@ def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_m
     model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)

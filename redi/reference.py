@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_path
 from .kernels import token_logprobs
-from .segments import PairedSequences
+from .segments import PAIR_LAYOUT_KEYS, PairedSequences
 
 CACHE_FILE = "reference_logps.safetensors"
 
@@ -34,8 +35,7 @@ def pair_logps(weight, hidden, labels, bias=None, *, ignore_index=-100, backend=
 
 
 def _layout(batch) -> dict:
-    keys = ("seq_index", "cu_seqlens", "chosen_index", "rejected_index")
-    return {k: batch[k] for k in keys if batch.get(k) is not None}
+    return {k: batch[k] for k in PAIR_LAYOUT_KEYS if batch.get(k) is not None}
 
 
 class OnlineReference:
@@ -52,24 +52,31 @@ class CachedReference:
         self.table = table  # [pairs, 2] float32: chosen, rejected
 
     def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.table[batch["index"].cpu()].to(batch["labels"].device)
+        index = batch["index"]
+        if self.table.device != index.device:
+            self.table = self.table.to(index.device)  # once: pairs x 2 floats
+        rows = self.table[index]
         return rows[:, 0], rows[:, 1]
 
     @classmethod
-    def load_or_build(cls, output_dir, fingerprint: str, num_pairs: int, ref_model,
-                      batches, backend: str, device, is_main: bool) -> CachedReference:
-        """Read the cache if it matches ``fingerprint``; else run ``ref_model`` over
-        ``batches`` (this rank's share of every pair, each with ``index``) and write it."""
+    def load(cls, output_dir, fingerprint: str) -> CachedReference | None:
+        """The cache of ``output_dir`` if it was built for ``fingerprint``, else None."""
         path = Path(output_dir) / CACHE_FILE
-        if path.is_file():
-            from safetensors import safe_open
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
 
-            with safe_open(str(path), "pt") as f:
-                stored = f.metadata().get("fingerprint")
-            if stored == fingerprint:
-                return cls(load_file(str(path))["logps"])
+        with safe_open(str(path), "pt") as f:
+            stored = f.metadata().get("fingerprint")
+        return cls(load_file(str(path))["logps"]) if stored == fingerprint else None
+
+    @classmethod
+    def build(cls, output_dir, fingerprint: str, num_pairs: int, online: OnlineReference,
+              batches, device, is_main: bool) -> CachedReference:
+        """Run the reference over ``batches`` (this rank's share of every pair, each with
+        ``index``), gather the table on every rank and write it."""
+        path = Path(output_dir) / CACHE_FILE
         table = torch.zeros(num_pairs, 2, dtype=torch.float64, device=device)
-        online = OnlineReference(ref_model, backend)
         for batch in batches:
             chosen, rejected = online(batch)
             index = batch["index"].to(device)
@@ -78,8 +85,7 @@ class CachedReference:
         dist.all_reduce(table)  # every pair was computed by exactly one rank
         table = table.float().cpu()
         if is_main:
-            tmp = path.with_suffix(".tmp")
-            save_file({"logps": table}, str(tmp), metadata={"fingerprint": fingerprint})
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                save_file({"logps": table}, str(tmp), metadata={"fingerprint": fingerprint})
         dist.barrier()
         return cls(table)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+# What a packed pair batch from ``redi.data.make_collator("pairs", packed=True)`` passes to
+# ``from_batch`` (and to the losses): the sequence of each token and the pairing.
+PAIR_LAYOUT_KEYS = ("seq_index", "chosen_index", "rejected_index")
 
 @dataclass
 class PairedSequences:
@@ -27,10 +30,6 @@ class PairedSequences:
     chosen: torch.Tensor  # [B] sequence ids
     rejected: torch.Tensor  # [B] sequence ids
     lengths: torch.Tensor  # [S] float, completion tokens per sequence
-
-    @property
-    def num_pairs(self) -> int:
-        return self.chosen.shape[0]
 
     def sequence_sums(self, token_values: torch.Tensor) -> torch.Tensor:
         """[N] per-token values -> [S] per-sequence sums (differentiable)."""
@@ -86,14 +85,15 @@ class PairedSequences:
         if chosen_index is None or rejected_index is None:
             raise ValueError("packed batches need chosen_index and rejected_index")
         if cu_seqlens is not None:
-            seq_index = _seq_index_from_cu_seqlens(cu_seqlens, n)
-        seq_index = seq_index.reshape(-1).long()
+            seq_index = _seq_index_from_cu_seqlens(cu_seqlens.to(labels.device), n)
+        seq_index = seq_index.reshape(-1).long().to(labels.device)
         if seq_index.shape[0] != n:
             raise ValueError(f"seq_index has {seq_index.shape[0]} entries for {n} tokens")
         if n and int(seq_index.min()) < 0:
             raise ValueError("seq_index must be >= 0")
         num_seqs = int(seq_index.max()) + 1 if n else 0
-        chosen, rejected = chosen_index.reshape(-1).long(), rejected_index.reshape(-1).long()
+        chosen, rejected = (i.reshape(-1).long().to(labels.device)
+                            for i in (chosen_index, rejected_index))
         return cls._build(hidden, labels, seq_index, num_seqs, chosen, rejected, ignore_index)
 
     @classmethod

@@ -11,6 +11,7 @@ fewer micro-batches than a step needs is skipped).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .data.tokenized import load_pairs, load_sft
 from .data.tokenizer import load_tokenizer
 from .distributed import Distributed, all_sum
 from .modeling import flash_attn_available
+from .segments import PAIR_LAYOUT_KEYS
 
 BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
 BUILTIN_TEST = 500
@@ -66,9 +68,8 @@ class TrainData:
         path = self._data_dir(formatter) / ("sft.jsonl" if self.kind == "sft" else "pairs.jsonl")
         if not path.is_file():
             raise ConfigError(f"data={config.data}: {path} does not exist (run `redi prepare`)")
+        self.path = path
         self.dataset = (load_sft if self.kind == "sft" else load_pairs)(path, formatter)
-        self.fingerprint = f"{_file_digest(path)}:{config.max_length}:" \
-                           f"{config.max_prompt_length}:{config.init_from}"
         per_step = config.micro_batch_size * env.world_size
         if config.global_batch_size % per_step:
             raise ConfigError(
@@ -96,6 +97,14 @@ class TrainData:
         dist.barrier()
         return directory
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What the DPO reference cache depends on: the data file's contents, tokenization
+        and the reference model (read once, on first use)."""
+        c = self.config
+        return ":".join(map(str, (_file_digest(self.path), c.max_length, c.max_prompt_length,
+                                  tokenizer_source(c), c.init_from or c.model, c.dtype)))
+
     @property
     def num_examples(self) -> int:
         return len(self.dataset)
@@ -106,6 +115,7 @@ class TrainData:
 
     def _batch(self, indices: list[int]) -> dict:
         batch = self.collate([self.dataset[i] for i in indices])
+        batch["num_targets"] = int((batch["labels"] != IGNORE_INDEX).sum())  # on the CPU
         if "attention_mask" in batch:
             batch["num_tokens"] = int(batch["attention_mask"].sum())
         else:
@@ -126,7 +136,7 @@ class TrainData:
         """The step's global count (completion tokens, or pairs) over the process count:
         each process divides by it and FSDP averages the gradients over processes."""
         if self.kind == "sft":
-            local = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
+            local = sum(b["num_targets"] for b in micro_batches)
             key = "num_tokens"
         else:
             local = sum(len(b["index"]) for b in micro_batches)
@@ -135,7 +145,7 @@ class TrainData:
         return {key: max(total, 1.0) / self.env.world_size}
 
     def loss_kwargs(self, batch: dict, normalizer: dict) -> dict:
-        layout = ("seq_index", "chosen_index", "rejected_index") if self.kind == "pairs" else ()
+        layout = PAIR_LAYOUT_KEYS if self.kind == "pairs" else ()
         return {k: batch[k] for k in layout if k in batch} | normalizer
 
     def reference_batches(self):

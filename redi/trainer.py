@@ -24,10 +24,17 @@ from pathlib import Path
 import torch
 
 from . import losses
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+)
 from .config import TrainConfig, to_yaml
-from .distributed import Distributed, all_true, init_distributed, shutdown
-from .modeling import CausalLMWithFusedLoss, export_hf, load_causal_lm, shard
+from .distributed import Distributed, all_true, finish, init_distributed, shutdown
+from .files import atomic_write_text
+from .modeling import build_model, export_hf
 from .reference import CachedReference, OnlineReference
 from .run_log import RunLog
 from .train_data import TrainData
@@ -68,7 +75,8 @@ def make_loss(config: TrainConfig) -> torch.nn.Module:
 
 
 def linear_warmup_decay(total_steps: int, warmup_ratio: float):
-    """lr factor: 0 -> 1 over the warmup steps, then linearly to 0 at ``total_steps``."""
+    """lr factor: (step + 1) / (warmup + 1) over the warmup steps (reaching 1 after them),
+    then linearly to 0 at ``total_steps``."""
     warmup = int(warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
@@ -83,13 +91,16 @@ def make_reference(config, data: TrainData, env: Distributed):
     """DPO's reference log-probs from the frozen Stage-1 model (None for other losses)."""
     if config.loss != "dpo":
         return None
-    ref_model = shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, env.device,
-                      trainable=False)
+    if config.reference == "cached":
+        cached = CachedReference.load(config.output_dir, data.fingerprint)
+        if cached is not None:  # no reference model needed
+            return cached
+    ref_model = build_model(config, env.device, trainable=False)
+    online = OnlineReference(ref_model, config.loss_backend)
     if config.reference == "online":
-        return OnlineReference(ref_model, config.loss_backend)
-    return CachedReference.load_or_build(
-        config.output_dir, data.fingerprint, data.num_examples, ref_model,
-        data.reference_batches(), config.loss_backend, env.device, env.is_main)
+        return online
+    return CachedReference.build(config.output_dir, data.fingerprint, data.num_examples,
+                                 online, data.reference_batches(), env.device, env.is_main)
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -113,14 +124,14 @@ class StepMetrics:
         values = dict.fromkeys(self.KEYS, 0.0)
         values["loss"] = loss.detach()
         values["tokens"] = batch["num_tokens"]
-        if "chosen_logps_avg" in metrics or "chosen_logps" in metrics:
+        if "chosen_logps" in metrics:
             pairs = metrics["chosen_logps"].numel()
             values["pairs"] = pairs
             avg_w = metrics["chosen_logps"] / metrics["chosen_tokens"]
             avg_l = metrics["rejected_logps"] / metrics["rejected_tokens"]
             values["chosen_logps_avg"] = avg_w.sum()
             values["rejected_logps_avg"] = avg_l.sum()
-            margins = metrics.get("reward_margins", avg_w - avg_l)
+            margins = metrics["reward_margins"] if "reward_margins" in metrics else avg_w - avg_l
             values["reward_margins"] = margins.sum()
             values["reward_accuracy"] = (margins > 0).sum()
         self.sums += torch.stack([torch.as_tensor(values[k], dtype=torch.float64,
@@ -142,7 +153,9 @@ def train(config: TrainConfig) -> Path:
     when a signal stopped the run)."""
     env = init_distributed()
     try:
-        return _train(config, env)
+        result = _train(config, env)
+        finish()
+        return result
     finally:
         shutdown()
 
@@ -153,10 +166,10 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     out = Path(config.output_dir)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(to_yaml(config))
+        atomic_write_text(out / "config.yaml", to_yaml(config))
 
     data = TrainData(config, env)
-    model = shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, env.device)
+    model = build_model(config, env.device)
     loss_fn = make_loss(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   betas=(config.adam_beta1, config.adam_beta2),
@@ -170,9 +183,16 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     resume_from = resolve_resume(config.resume, out)
     if resume_from is not None:
         meta, sampler_state = load_checkpoint(resume_from, model, optimizer)
+        if meta.get("loss") != config.loss:
+            raise CheckpointError(f"{resume_from} was written by a {meta.get('loss')} run, "
+                                  f"not {config.loss}: use another output_dir or resume=never")
         scheduler.load_state_dict(meta["scheduler"])
-        data.load_state_dict(sampler_state)
+        try:
+            data.load_state_dict(sampler_state)
+        except ValueError as err:  # the data, seed or process count changed since
+            raise CheckpointError(f"cannot resume from {resume_from}: {err}") from err
         step, tokens_seen = meta["step"], meta["tokens_seen"]
+    saved_step = step if resume_from is not None else None
 
     log = RunLog(out, total_steps, step, env.is_main, config.progress, config.tensorboard,
                  description=f"{config.loss} ({env.world_size} proc)")
@@ -181,8 +201,10 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     stop = StopRequest()
 
     def checkpoint():
+        nonlocal saved_step
         state = {"scheduler": scheduler.state_dict(), "tokens_seen": tokens_seen,
                  "loss": config.loss}
+        saved_step = step
         return save_checkpoint(out, step, model, optimizer, state, data.state_dict(),
                                config.keep_last)
 
@@ -229,7 +251,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                 return path
             if config.save_every and step % config.save_every == 0 and step < total_steps:
                 checkpoint()
-        if not list_checkpoints(out) or list_checkpoints(out)[-1].name != f"step_{step:08d}":
+        if saved_step != step:
             checkpoint()
         final = out / "final"
         export_hf(model, data.tokenizer, final, env.is_main)

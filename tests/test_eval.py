@@ -183,3 +183,45 @@ def test_rerun_generates_only_missing_samples(tiny_model_dir, builtin_test_file,
     assert text.startswith(first) and len(text.splitlines()) == 9
     assert run_eval(tiny_model_dir, builtin_test_file, out, samples=3) == 0
     assert len(requested) == 3  # nothing left to generate
+
+
+def test_rerun_after_a_kill_mid_line_drops_the_torn_sample(tiny_model_dir, builtin_test_file,
+                                                          tmp_path):
+    out = tmp_path / "out"
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=2) == 0
+    lines = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    torn = "".join(lines[:-1]) + lines[-1][:10]  # a kill while the last line was written
+    (out / "samples.jsonl").write_text(torn)
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=2) == 0
+    records = [json.loads(x) for x in (out / "samples.jsonl").open()]
+    assert sorted((r["id"], r["sample"]) for r in records) == [
+        (f"p{i}", j) for i in range(3) for j in range(2)]
+
+
+def test_a_bad_line_in_samples_names_file_and_line(tiny_model_dir, builtin_test_file,
+                                                   tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 0
+    text = (out / "samples.jsonl").read_text()
+    (out / "samples.jsonl").write_text("not json\n" + text)
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 2
+    assert "samples.jsonl: row 1" in capsys.readouterr().err
+
+
+def test_rerun_with_other_sampling_settings_is_refused(tiny_model_dir, builtin_test_file,
+                                                       tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 0
+    code = redi_main(["eval", "--model", str(tiny_model_dir), "--data", str(builtin_test_file),
+                      "--output", str(out), "--benchmark", "builtin", "--samples", "1",
+                      "--max-new-tokens", "24", "--prompt", "plain", "--no-progress",
+                      "--temperature", "1.0"])
+    assert code == 2
+    assert "other settings (sampling" in capsys.readouterr().err
+
+
+def test_zero_samples_is_a_usage_error(tiny_model_dir, builtin_test_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_eval(tiny_model_dir, builtin_test_file, tmp_path / "out", samples=0)
+    assert exit_info.value.code == 2
+    assert "--samples must be >= 1" in capsys.readouterr().err

@@ -7,6 +7,7 @@ processes) on a tiny Qwen2 and a small built-in-task data set.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from redi.data.formatting import Formatter
 from redi.data.prepare import PrepareOptions, prepare_builtin_task
@@ -93,6 +95,14 @@ def test_two_processes_match_one_process(data_dir, sft_export, tmp_path):
         assert one[step]["tokens"] == two[step]["tokens"]
         assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-5, abs=1e-6)
         assert two[step]["grad_norm"] == pytest.approx(one[step]["grad_norm"], rel=1e-4)
+    # a two-process checkpoint exports from one process (weights reshard): same weights
+    result = run_cli(["export", "--checkpoint", tmp_path / "two" / "checkpoints" / "step_00000003",
+                      "--output", tmp_path / "exported"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = load_file(tmp_path / "exported" / "model.safetensors")
+    final = load_file(tmp_path / "two" / "final" / "model.safetensors")
+    assert exported.keys() == final.keys()
+    assert all(torch.equal(exported[k], final[k]) for k in final)
 
 
 def test_resume_reproduces_uninterrupted_run(data_dir, sft_export, tmp_path):
@@ -117,14 +127,14 @@ def test_export_reloads_with_identical_logits(data_dir, tmp_path):
     from redi.checkpoint import load_checkpoint
     from redi.config import build_config
     from redi.distributed import init_distributed, shutdown
-    from redi.modeling import CausalLMWithFusedLoss, load_causal_lm, shard
+    from redi.modeling import build_model
 
     out = tmp_path / "run"
     sft(data_dir, out, "max_steps=2")
     config = build_config(None, [*TINY_MODEL, "dtype=fp32"])
     env = init_distributed()
     try:
-        model = shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, env.device)
+        model = build_model(config, env.device)
         optimizer = torch.optim.AdamW(model.parameters())
         load_checkpoint(out / "checkpoints" / "step_00000002", model, optimizer)
         ids = torch.randint(0, 322, (2, 20))
@@ -178,6 +188,48 @@ def test_dpo_cached_reference_equals_online(data_dir, sft_export, tmp_path):
         assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-5)
     # At step 1 the policy is the reference: every DPO margin is 0 and the loss log 2.
     assert a[1]["loss"] == pytest.approx(0.693147, abs=1e-4)
+
+
+@pytest.mark.parametrize("loss, attn", [("dpo-online", "sdpa"), ("dpo-cached", "eager"),
+                                        ("redi", "eager")])
+def test_packed_batches_train_like_padded_ones(data_dir, sft_export, tmp_path, loss, attn):
+    """Packing (a block-causal mask for sdpa and eager) changes nothing but the layout."""
+    name, _, reference = loss.partition("-")
+    extra = [f"loss={name}", f"attn_implementation={attn}", "max_steps=2"]
+    extra += [f"reference={reference}"] if reference else []
+    stage2(data_dir, sft_export, tmp_path / "padded", *extra, "packing=false")
+    stage2(data_dir, sft_export, tmp_path / "packed", *extra, "packing=true")
+    padded, packed = metrics(tmp_path / "padded"), metrics(tmp_path / "packed")
+    for step in (1, 2):
+        assert packed[step]["loss"] == pytest.approx(padded[step]["loss"], rel=1e-4)
+        assert packed[step]["grad_norm"] == pytest.approx(padded[step]["grad_norm"], rel=1e-3)
+        assert packed[step]["reward_margins"] == pytest.approx(padded[step]["reward_margins"],
+                                                               rel=1e-3, abs=1e-5)
+
+
+def test_resume_refuses_a_checkpoint_of_another_loss(data_dir, sft_export, tmp_path):
+    stage2(data_dir, sft_export, tmp_path, "max_steps=1")
+    result = stage2(data_dir, sft_export, tmp_path, "loss=simpo", "max_steps=2", check=False)
+    assert result.returncode == 2
+    assert "written by a redi run, not simpo" in result.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs=0", "epochs must be > 0"), ("grad_clip=0", "grad_clip must be > 0"),
+    ("keep_last=-1", "keep_last must be >= 0"), ("alpha=1.5", "alpha must be in [0, 1]"),
+    ("beta=0", "beta must be > 0")])
+def test_out_of_range_values_are_config_errors(override, message):
+    from redi.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_config(None, [*TINY_MODEL, override])
+
+
+def test_no_model_is_a_config_error():
+    from redi.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="no model: set model"):
+        build_config(None, ["data=builtin"])
 
 
 def test_simpo_runs(data_dir, sft_export, tmp_path):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import json
 import mmap
-import os
 import tempfile
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from redi.data.errors import DataError, InvalidRows
 from redi.data.formatting import Encoded, Formatter
 from redi.data.io import Row, count_rows, read_rows
 from redi.data.validation import FORMATS, detect_format, messages_row, openr1_row, preference_row
+from redi.files import atomic_path, atomic_write_text
 
 PROGRESS_MIN_ROWS = 10_000
 OUTPUTS = {"openr1": ("sft", "pairs"), "messages": ("sft",), "preference": ("pairs",)}
@@ -236,9 +236,8 @@ class _Preparer:
             if name not in self.spools:
                 path.unlink(missing_ok=True)
                 continue
-            tmp = directory / f".{name}.jsonl.tmp"
-            self.spools[name].write(tmp, order)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                self.spools[name].write(tmp, order)
 
 
 def _detect(rows: Iterator) -> tuple[str | None, Iterator]:
@@ -288,9 +287,7 @@ def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter
         raise DataError(str(input_path), None, None, "empty_input", f"no valid rows{skipped}")
     preparer.write(output_dir)
     stats = preparer.stats(input_path, started)
-    tmp = output_dir / ".stats.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    os.replace(tmp, output_dir / "stats.json")
+    atomic_write_text(output_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     return stats
 
 

@@ -9,8 +9,8 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (nested braces kept), or None if there is none
-    or it is never closed."""
+    """Content of the last closed ``\\boxed{...}`` (nested braces kept; a final box cut off
+    before its closing brace is skipped), or None if there is none."""
     starts = [m.end() for m in _BOXED.finditer(text)]
     for start in reversed(starts):
         depth = 1

@@ -73,9 +73,10 @@ class VLLMGenerator:
                  stop_token_ids: list[int]) -> list[str]:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_new_tokens, seed=seed,
-                                stop_token_ids=stop_token_ids)
+        # one seed per request: repeated prompts (the k samples of a problem) must differ
+        params = [SamplingParams(temperature=settings.temperature, top_p=settings.top_p,
+                                 max_tokens=settings.max_new_tokens, seed=seed + i,
+                                 stop_token_ids=stop_token_ids) for i in range(len(prompts))]
         return [r.outputs[0].text for r in self.llm.generate(prompts, params)]
 
 

@@ -21,7 +21,8 @@ def pair_logprob_margins(model_dir, pairs_path, max_length: int = 4096,
 
     tokenizer = load_tokenizer(model_dir)
     pairs = load_pairs(pairs_path, Formatter(tokenizer, max_length=max_length))
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 local_files_only=True).eval()
     head = model.get_output_embeddings()
     chosen, rejected = [], []
     for start in range(0, len(pairs), batch_size):

@@ -14,8 +14,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.tokenizer import load_tokenizer
+from redi.files import atomic_write_text
 
 from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
@@ -35,15 +37,40 @@ class EvalOptions:
 
 
 def read_samples(path: Path) -> dict[tuple[str, int], dict]:
-    """Finished samples of an earlier run, by (problem id, sample index)."""
+    """Finished samples of an earlier run, by (problem id, sample index). A last line cut
+    short by a kill (no final newline) is dropped from the file, so appending continues
+    cleanly; any other undecodable line is an error naming the file and line."""
     if not path.is_file():
         return {}
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text)
     done = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
             record = json.loads(line)
             done[(record["id"], record["sample"])] = record
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(str(path), number, None, "bad_sample",
+                            f"not a sample record of redi eval ({err})") from err
     return done
+
+
+def check_same_settings(path: Path, settings: dict) -> None:
+    """Samples already in OUT must come from the same model, prompt and sampling settings:
+    the settings of the first run are kept in ``path`` and compared on every rerun."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        changed = sorted(k for k in settings if stored.get(k) != settings[k])
+        if changed:
+            raise ValueError(f"{path.parent} holds samples drawn with other settings "
+                             f"({', '.join(changed)}: {[stored.get(k) for k in changed]}); "
+                             "use another --output")
+    else:
+        atomic_write_text(path, json.dumps(settings, indent=1))
 
 
 def summarize(problems: list[Problem], done: dict, samples: int, benchmark: str) -> dict:
@@ -69,6 +96,9 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
+    check_same_settings(out / "settings.json", {
+        "model": str(model_dir), "prompt_style": options.prompt_style,
+        "think": options.think, "sampling": asdict(options.sampling)})
     done = read_samples(samples_path)
     todo = [(p, j) for p in problems for j in range(options.samples) if (p.id, j) not in done]
     if todo:
@@ -97,9 +127,7 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     summary = summarize(problems, done, options.samples, benchmark)
     summary.update(model=str(model_dir), data=str(data_path),
                    options={**asdict(options), "sampling": asdict(options.sampling)})
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "summary.json")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

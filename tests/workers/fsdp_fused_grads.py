@@ -10,7 +10,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from redi.config import TrainConfig
-from redi.distributed import init_distributed, shutdown
+from redi.distributed import finish, init_distributed, shutdown
 from redi.losses import FusedLinearREDILoss
 from redi.modeling import CausalLMWithFusedLoss, shard
 
@@ -53,6 +53,7 @@ def main(tied: bool):
         assert err <= 1e-5 * max(scale, 1.0), (name, err, scale)
     if env.is_main:
         print(f"max relative gradient error {worst:.2e} ({'tied' if tied else 'untied'})")
+    finish()
     shutdown()
 
 

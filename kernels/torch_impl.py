@@ -18,9 +18,10 @@ normalizer is known, and dW rows are then written once instead of accumulated). 
 extra memory is ``O(N*H + V*H)`` (fp32 copies of 16-bit inputs, fp32 gradient buffers)
 plus the block, which is ``CHUNK_BYTES`` (64 MiB). The block size trades the matmuls' shape
 (thin chunks make ``dW += dz^T x`` re-read the [V, H] accumulator once per chunk) against
-the softmax passes' cache locality; on 2 EPYC cores at N=4096, H=512, V=32000 (fp32, median
-of 5) 64 MiB was 7% faster than 32 MiB for both entries (single pass 1.04x vs 1.12x the
-3-matmul floor; general 1.40x vs 1.50x).
+the softmax passes' cache locality. On 2 EPYC cores at N=4096, H=512, V=32000 (fp32, two
+interleaved runs, median of 5) the single pass took 1.04x / 0.95x the 3-matmul floor with
+64 MiB (32 MiB: 1.12x / 0.95x) and the general op 1.40x / 1.38x (32 MiB: 1.50x / 1.32x):
+no clear winner between the two; 16 MiB and below were slower (1.27-1.47x single).
 
 The backend computes in float32 (float64 when given float64) whatever the input dtype, and
 returns gradients in the dtype of the tensor they belong to.

@@ -55,10 +55,17 @@ def assert_close64(actual, expected, tol):
 SHAPES = [((47,), 31, 123), ((3, 17), 31, 123)]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-@pytest.mark.parametrize("shape", SHAPES, ids=["N47", "B3xT17"])
+def each_op_case(test):
+    """Every backend, with and without bias, two temperatures, flat and batched labels."""
+    for mark in (pytest.mark.parametrize("shape", SHAPES, ids=["N47", "B3xT17"]),
+                 pytest.mark.parametrize("temperature", [1.0, 0.7]),
+                 pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"]),
+                 pytest.mark.parametrize("backend", BACKENDS)):
+        test = mark(test)
+    return test
+
+
+@each_op_case
 def test_token_logprobs_matches_float64(backend, bias, temperature, shape, chunking):
     lead, h, v = shape
     hidden, weight, b, labels, grad = make_inputs(lead, h, v, bias=bias)
@@ -75,10 +82,7 @@ def test_token_logprobs_matches_float64(backend, bias, temperature, shape, chunk
         assert_close64(b.grad, ref_db, 2e-5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-@pytest.mark.parametrize("shape", SHAPES, ids=["N47", "B3xT17"])
+@each_op_case
 def test_weighted_logprob_sum_matches_float64(backend, bias, temperature, shape, chunking):
     lead, h, v = shape
     hidden, weight, b, labels, coef = make_inputs(lead, h, v, bias=bias, seed=1)

@@ -45,7 +45,7 @@ def read_samples(path: Path) -> dict[tuple[str, int], dict]:
     text = path.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-        path.write_text(text)
+        atomic_write_text(path, text)  # a second kill here must not lose the whole file
     done = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

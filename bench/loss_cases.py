@@ -4,7 +4,8 @@ Each case is a builder (as in ``token_cases``): a zero-argument function that se
 case's state and returns a zero-argument callable running the loss and its backward, leaving
 the gradients of hidden and weight in ``.grad``. Cases are keyed ``(loss, implementation)``:
 
-* ``ours[<backend>]``: ``redi.FusedLinear{REDI,DPO,SimPO}Loss``.
+* ``ours[<backend>]``: ``redi.FusedLinear{REDI,DPO,SimPO}Loss`` (DPO and SimPO: two-pass);
+  ``ours[<backend>, single pass]``: DPO and SimPO with ``single_pass=True``.
 * ``naive``: full ``[2B, T, V]`` logits, log_softmax, gather, the pair loss.
 * ``torch linear_cross_entropy``: torch's chunked ``F.linear_cross_entropy(reduction="none")``
   giving per-token log-probs; ``liger fused_linear_cross_entropy`` (CUDA only) likewise.
@@ -67,9 +68,10 @@ def pair_loss(name, seq_logps, lengths, ref_logps=None):
     return LF.simpo_loss(chosen, rejected, n_chosen, n_rejected, **HPARAMS[name])[0]
 
 
-def fused_loss(name, backend):
+def fused_loss(name, backend, single_pass=False):
     """Our fused loss module for ``name`` with ``HPARAMS``."""
-    return getattr(redi, _FUSED[name])(**HPARAMS[name], backend=backend)
+    return getattr(redi, _FUSED[name])(**HPARAMS[name], backend=backend,
+                                       single_pass=single_pass)
 
 
 def reference_kwargs(name, ref_logps):
@@ -106,8 +108,8 @@ def loss_cases(hidden, weight, labels, backends=("torch",), liger_compiled=(Fals
     x, w, y = hidden, weight, labels
     zero_ref = torch.zeros(x.shape[0], device=x.device)
 
-    def ours(name, backend):
-        loss_fn = fused_loss(name, backend)
+    def ours(name, backend, single_pass=False):
+        loss_fn = fused_loss(name, backend, single_pass)
         extra = reference_kwargs(name, zero_ref)
 
         def run():
@@ -134,6 +136,9 @@ def loss_cases(hidden, weight, labels, backends=("torch",), liger_compiled=(Fals
     for name in LOSSES:
         for backend in backends:
             cases[(name, f"ours[{backend}]")] = lambda n=name, b=backend: ours(n, b)
+            if name != "redi":
+                cases[(name, f"ours[{backend}, single pass]")] = \
+                    lambda n=name, b=backend: ours(n, b, single_pass=True)
         cases[(name, "naive")] = lambda n=name: from_token_logps(n, naive)
         if name == "redi":
             if hasattr(F, "linear_cross_entropy"):

@@ -4,5 +4,6 @@ The public entries are re-exported by ``redi``; trainers should import them from
 """
 
 from .linear_logprobs import BACKENDS, token_logprobs, weighted_logprob_sum
+from .sequence_group_loss import sequence_group_loss
 
-__all__ = ["BACKENDS", "token_logprobs", "weighted_logprob_sum"]
+__all__ = ["BACKENDS", "sequence_group_loss", "token_logprobs", "weighted_logprob_sum"]

@@ -14,6 +14,9 @@ Two entries share the backends (``torch_impl`` on CPU, ``triton_impl`` on CUDA):
   call (SFT, REDI). dL/dlogp_i = c_i is then known in the forward pass, so the gradients are
   produced in the same pass as the value and backward only scales them: 3 matmuls.
 
+A third entry, ``sequence_group_loss`` (its own module), builds on the single pass for losses
+of per-sequence sums made of one term per pair (DPO, SimPO).
+
 Gradients (g_i = upstream gradient, or c_i)::
 
     dz_iv = g_i (1[v = y_i] - softmax(z_i)_v),  dL/dx = dz W / tau,
@@ -40,7 +43,7 @@ def _triton_impl():
     return triton_impl
 
 
-def _select_backend(backend: str, device: torch.device, dtype: torch.dtype):
+def select_backend(backend: str, device: torch.device, dtype: torch.dtype):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -56,13 +59,13 @@ def _select_backend(backend: str, device: torch.device, dtype: torch.dtype):
     return _triton_impl()
 
 
-def _logp_dtype(hidden: torch.Tensor) -> torch.dtype:
+def logp_dtype(hidden: torch.Tensor) -> torch.dtype:
     """Log-probs are float32, or float64 for float64 inputs (the torch backend's reference
     precision)."""
     return torch.float64 if hidden.dtype == torch.float64 else torch.float32
 
 
-def _check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
+def check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
     for name, t in (("hidden", hidden), ("weight", weight)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -106,7 +109,7 @@ def _check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
             f"labels{list(position)} = {int(labels[position])}")
 
 
-def _flatten(hidden, weight, labels, ignore_index):
+def flatten_inputs(hidden, weight, labels, ignore_index):
     x = hidden.reshape(-1, hidden.shape[-1]).contiguous()
     flat = labels.reshape(-1)
     valid = flat != ignore_index
@@ -114,7 +117,7 @@ def _flatten(hidden, weight, labels, ignore_index):
     return x, weight.contiguous(), safe_labels, valid
 
 
-def _needs(hidden, weight, bias):
+def grads_needed(hidden, weight, bias):
     on = torch.is_grad_enabled()
     return (on and hidden.requires_grad, on and weight.requires_grad,
             on and bias is not None and bias.requires_grad)
@@ -157,7 +160,7 @@ class TokenLogprobsFunction(torch.autograd.Function):
         rows = _ValidRows(valid)
         lse = None
         if rows.empty:
-            logp = torch.zeros(rows.count, dtype=_logp_dtype(x), device=x.device)
+            logp = torch.zeros(rows.count, dtype=logp_dtype(x), device=x.device)
         else:
             logp, lse = impl.forward(rows.take(x), w, b, rows.take(labels), inv_temp)
             logp = rows.put(logp)
@@ -176,6 +179,17 @@ class TokenLogprobsFunction(torch.autograd.Function):
         return rows.put(dx), dw, db, None, None, None, None
 
 
+def hand_over_grads(ctx, grad_total):
+    """The gradients a single-pass forward left on ``ctx.grads``, scaled in place by the
+    upstream gradient of its scalar output and released: autograd takes them without a copy.
+    The fp32 scale multiplies in fp32 (a 16-bit grad is not rounded to its dtype first)."""
+    if ctx.grads is None:
+        raise RuntimeError("single-pass ops support one backward per forward (their "
+                           "gradients were already handed over)")
+    grads, ctx.grads = ctx.grads, None
+    return tuple(None if g is None else g.mul_(grad_total) for g in grads)
+
+
 class WeightedLogprobSumFunction(torch.autograd.Function):
     """sum_i c_i logp_i with its gradients computed in the forward pass and scaled in backward.
 
@@ -189,7 +203,7 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
     def forward(ctx, x, w, b, coef, labels, valid, inv_temp, impl, needs):
         rows = _ValidRows(valid)
         if rows.empty:
-            logp = torch.zeros(rows.count, dtype=_logp_dtype(x), device=x.device)
+            logp = torch.zeros(rows.count, dtype=logp_dtype(x), device=x.device)
             ctx.grads = _zero_grads(x, w, b, needs)
         else:
             c = rows.take(coef.float())
@@ -204,14 +218,8 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total, _grad_logp):
-        if ctx.grads is None:
-            raise RuntimeError("weighted_logprob_sum supports one backward per forward "
-                               "(its gradients were already handed over)")
-        grads, ctx.grads = ctx.grads, None
+        dx, dw, db = hand_over_grads(ctx, grad_total)
         (logp,) = ctx.saved_tensors
-        # the fp32 scale multiplies in fp32 (not rounded to a 16-bit grad's dtype first)
-        dx, dw, db = (None if g is None else g.mul_(grad_total) for g in grads)
-        del grads
         dcoef = (logp * grad_total).to(ctx.coef_dtype) if ctx.needs_input_grad[3] else None
         return dx, dw, db, dcoef, None, None, None, None, None
 
@@ -234,11 +242,11 @@ def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temp
         exactly 0 where ``labels == ignore_index``.
         Differentiable w.r.t. hidden, weight and bias under any upstream gradient.
     """
-    _check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
-    impl = _select_backend(backend, hidden.device, hidden.dtype)
-    x, w, safe_labels, valid = _flatten(hidden, weight, labels, ignore_index)
+    check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
+    impl = select_backend(backend, hidden.device, hidden.dtype)
+    x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
     if x.shape[0] == 0:
-        return torch.zeros(labels.shape, dtype=_logp_dtype(hidden), device=hidden.device)
+        return torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device)
     logp = TokenLogprobsFunction.apply(x, w, bias, safe_labels, valid, 1.0 / temperature, impl)
     return logp.view(labels.shape)
 
@@ -254,18 +262,18 @@ def weighted_logprob_sum(hidden, weight, labels, coef, *, bias=None, ignore_inde
 
     With ``return_logprobs=True`` also returns the per-token float32 ``logp`` (detached).
     """
-    _check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
+    check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
     if not isinstance(coef, torch.Tensor) or tuple(coef.shape) != tuple(labels.shape):
         raise ValueError(f"coef must be a tensor of labels' shape {tuple(labels.shape)}")
     if coef.device != hidden.device or not coef.dtype.is_floating_point:
         raise ValueError("coef must be a floating-point tensor on hidden's device")
-    impl = _select_backend(backend, hidden.device, hidden.dtype)
-    x, w, safe_labels, valid = _flatten(hidden, weight, labels, ignore_index)
+    impl = select_backend(backend, hidden.device, hidden.dtype)
+    x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
     if x.shape[0] == 0:
         zero = (hidden.sum() * 0 + weight.sum() * 0).float()
-        empty = torch.zeros(labels.shape, dtype=_logp_dtype(hidden), device=hidden.device)
+        empty = torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device)
         return (zero, empty) if return_logprobs else zero
     total, logp = WeightedLogprobSumFunction.apply(
         x, w, bias, coef.reshape(-1), safe_labels, valid, 1.0 / temperature, impl,
-        _needs(hidden, weight, bias))
+        grads_needed(hidden, weight, bias))
     return (total, logp.view(labels.shape)) if return_logprobs else total

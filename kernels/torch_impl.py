@@ -80,12 +80,15 @@ def _add_onehot_(dz, labels_c, g):
 class _GradAccumulators:
     """Compute-dtype buffers for dx, dW, db, filled chunk by chunk, cast back at the end."""
 
-    def __init__(self, x, w, b, needs, dtype):
+    def __init__(self, x, w, b, needs, dtype, dw_out=None):
         need_x, need_w, need_b = needs
         self.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
+        if dw_out is not None:  # dW and db stay in the compute dtype (see forward_backward)
+            self.dtypes = (x.dtype, None, None)
         new = dict(dtype=dtype, device=x.device)
         self.dx = torch.empty(x.shape, **new) if need_x else None
-        self.dw = torch.zeros(w.shape, **new) if need_w else None
+        self.dw = (torch.zeros(w.shape, **new) if dw_out is None else dw_out.zero_()) \
+            if need_w else None
         self.db = torch.zeros(w.shape[0], **new) if (need_b and b is not None) else None
 
     def add_chunk(self, start, stop, dz, x_c, w, inv_temp):
@@ -99,7 +102,8 @@ class _GradAccumulators:
 
     def result(self):
         grads = (self.dx, self.dw, self.db)
-        return tuple(None if g is None else g.to(dt) for g, dt in zip(grads, self.dtypes))
+        return tuple(g if g is None or dt is None else g.to(dt)
+                     for g, dt in zip(grads, self.dtypes))
 
 
 def forward(x, w, b, labels, inv_temp):
@@ -155,14 +159,16 @@ def backward(x, w, b, labels, lse, grad, inv_temp, needs):
     return tuple(None if g is None else g.to(dt) for g, dt in zip(grads, dtypes))
 
 
-def forward_backward(x, w, b, labels, coef, inv_temp, needs):
+def forward_backward(x, w, b, labels, coef, inv_temp, needs, dw_out=None):
     """Single pass for a loss linear in logp: return (logp, dx, dW, db) of sum_i coef_i * logp_i.
 
     Each chunk's logits are computed once and turned into dz in place, so the value and all
     gradients cost the three matmuls (logits, dz W, dz^T x) and five passes over the block.
+    ``dw_out``, a compute-dtype [V, H] buffer, receives dW (overwritten); dW and db are then
+    returned uncast, for a caller that combines the gradients of several passes.
     """
     n = x.shape[0]
-    acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x))
+    acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x), dw_out)
     x, w, b = _upcast(x, w, b)
     rows = min(n, chunk_rows_for(w.shape[0]))
     block = x.new_empty(rows, w.shape[0])

@@ -275,11 +275,13 @@ def backward(x, w, b, labels, lse, grad, inv_temp, needs):
     return (None if dx is None else dx.to(x.dtype)), dw, db
 
 
-def forward_backward(x, w, b, labels, coef, inv_temp, needs):
+def forward_backward(x, w, b, labels, coef, inv_temp, needs, dw_out=None):
     """Single pass: (logp, dx, dW, db) of sum_i coef_i * logp_i, logits computed once.
 
     Per chunk of rows: the forward kernel writes the logits into the chunk buffer while it
     finds lse; the dlogits kernel turns them into dz in place; cuBLAS does dz W and dz^T x.
+    ``dw_out``, a float32 [V, H] buffer, receives dW (overwritten); dW and db are then
+    returned in float32, uncast, for a caller that combines several passes' gradients.
     """
     need_x, need_w, need_b = needs
     n, v = x.shape[0], w.shape[0]
@@ -289,7 +291,8 @@ def forward_backward(x, w, b, labels, coef, inv_temp, needs):
     logp = torch.empty(n, dtype=torch.float32, device=x.device)
     fp32 = dict(dtype=torch.float32, device=x.device)
     dx = torch.empty_like(x) if need_x else None
-    dw = torch.zeros(w.shape, **fp32) if need_w else None
+    dw = (torch.zeros(w.shape, **fp32) if dw_out is None else dw_out.zero_()) \
+        if need_w else None
     db = torch.zeros(v, **fp32) if (need_b and b is not None) else None
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
@@ -307,5 +310,8 @@ def forward_backward(x, w, b, labels, coef, inv_temp, needs):
         if db is not None:
             db.add_(dz.sum(0, dtype=torch.float32))
     if db is not None:
-        db = (db / inv_temp).to(b.dtype)
-    return logp, dx, (None if dw is None else dw.to(w.dtype)), db
+        db = db.div_(inv_temp)
+    if dw_out is None:
+        db = None if db is None else db.to(b.dtype)
+        dw = None if dw is None else dw.to(w.dtype)
+    return logp, dx, dw, db

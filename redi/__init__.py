@@ -3,7 +3,8 @@
 Public API (imported lazily, so ``import redi`` stays cheap for the data tools):
 
 * ``redi.token_logprobs`` / ``redi.weighted_logprob_sum``: fused per-token log-probs of a
-  linear head, never materializing the [tokens x vocab] logits (``redi.kernels``).
+  linear head, never materializing the [tokens x vocab] logits (``redi.kernels``);
+  ``redi.sequence_group_loss``: a loss of per-sequence sums, one term per pair, single pass.
 * ``redi.FusedLinearREDILoss``, ``FusedLinearDPOLoss``, ``FusedLinearSimPOLoss``,
   ``FusedLinearSFTLoss``: the fused losses, called as ``loss_fn(weight, hidden, labels)``.
 * ``redi.functional``: the same losses on precomputed per-sequence log-prob sums.
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "token_logprobs": ("redi.kernels", "token_logprobs"),
     "weighted_logprob_sum": ("redi.kernels", "weighted_logprob_sum"),
+    "sequence_group_loss": ("redi.kernels", "sequence_group_loss"),
     "FusedLinearREDILoss": ("redi.losses", "FusedLinearREDILoss"),
     "FusedLinearDPOLoss": ("redi.losses", "FusedLinearDPOLoss"),
     "FusedLinearSimPOLoss": ("redi.losses", "FusedLinearSimPOLoss"),

@@ -41,5 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     return getattr(import_module(module), function)(argv[1:])
 
 
+def run() -> None:
+    """The console-script and ``python -m redi.cli`` entry: ``main`` as a process."""
+    status = main()
+    distributed = sys.modules.get("redi.distributed")  # loaded iff the command used it
+    if distributed is not None:
+        distributed.exit_process(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -62,6 +62,9 @@ class TrainConfig:
     cpu_offload: bool = False  # FSDP2 CPUOffloadPolicy
     liger_patches: bool = True  # Liger-Kernel RMSNorm/RoPE/SwiGLU on GPU when installed
     loss_backend: str = "auto"  # fused-loss backend: auto | triton | torch
+    # DPO, SimPO, reweighted REDI: gradients in one pass per pair (3 matmuls, not 4) at the
+    # cost of three float32 [V, H] buffers; faster on CPU (see redi.losses)
+    loss_single_pass: bool = False
     seed: int = 42
 
     # Checkpoints and logs.

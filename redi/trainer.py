@@ -61,17 +61,17 @@ class StopRequest:
 
 
 def make_loss(config: TrainConfig) -> torch.nn.Module:
-    backend = config.loss_backend
-    beta = {} if config.beta is None else {"beta": config.beta}
     if config.loss == "sft":
-        return losses.FusedLinearSFTLoss(backend=backend)
+        return losses.FusedLinearSFTLoss(backend=config.loss_backend)
+    common = dict(backend=config.loss_backend, single_pass=config.loss_single_pass)
+    beta = {} if config.beta is None else {"beta": config.beta}
     if config.loss == "redi":
         return losses.FusedLinearREDILoss(alpha=config.alpha, chosen_coef=config.chosen_coef,
                                           neg_reweight_gamma=config.neg_reweight_gamma,
-                                          backend=backend)
+                                          **common)
     if config.loss == "dpo":
-        return losses.FusedLinearDPOLoss(backend=backend, **beta)
-    return losses.FusedLinearSimPOLoss(gamma=config.gamma, backend=backend, **beta)
+        return losses.FusedLinearDPOLoss(**common, **beta)
+    return losses.FusedLinearSimPOLoss(gamma=config.gamma, **common, **beta)
 
 
 def linear_warmup_decay(total_steps: int, warmup_ratio: float):

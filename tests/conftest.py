@@ -18,3 +18,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=[True, False], ids=["many_chunks", "one_chunk"])
+def chunking(request, monkeypatch):
+    """Force several token/vocab chunks and vocabulary splits, or leave the defaults."""
+    from redi.kernels import torch_impl, triton_impl
+
+    if request.param:
+        monkeypatch.setattr(torch_impl, "CHUNK_BYTES", 16 * 123 * 4)
+        monkeypatch.setattr(triton_impl, "CHUNK_BYTES", 16 * 123 * 4)
+        monkeypatch.setattr(triton_impl, "MIN_SPLIT_COLS", 32)
+    return request.param

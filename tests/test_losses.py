@@ -37,7 +37,11 @@ def sequence_logps64(hidden, weight, bias, labels):
 
 
 def reference_loss(name, hidden, weight, bias, labels, **kw):
-    lp, n = sequence_logps64(hidden, weight, bias, labels)
+    return pair_formula(name, *sequence_logps64(hidden, weight, bias, labels), **kw)
+
+
+def pair_formula(name, lp, n, **kw):
+    """The batch loss from per-row summed log-probs ``lp`` and lengths ``n`` (chosen first)."""
     b = lp.shape[0] // 2
     lp_w, lp_l, n_w, n_l = lp[:b], lp[b:], n[:b], n[b:]
     if name == "redi":
@@ -52,12 +56,13 @@ def reference_loss(name, hidden, weight, bias, labels, **kw):
 
 
 def make_loss(name, backend, **kw):
+    common = dict(backend=backend, single_pass=kw.get("single_pass", False))
     if name == "redi":
         return redi.FusedLinearREDILoss(alpha=kw["alpha"], chosen_coef=kw["chosen_coef"],
-                                        neg_reweight_gamma=kw.get("gamma"), backend=backend)
+                                        neg_reweight_gamma=kw.get("gamma"), **common)
     if name == "dpo":
-        return redi.FusedLinearDPOLoss(beta=kw["beta"], backend=backend)
-    return redi.FusedLinearSimPOLoss(beta=kw["beta"], gamma=kw["gamma"], backend=backend)
+        return redi.FusedLinearDPOLoss(beta=kw["beta"], **common)
+    return redi.FusedLinearSimPOLoss(beta=kw["beta"], gamma=kw["gamma"], **common)
 
 
 def reference_logps(seed):
@@ -71,6 +76,10 @@ CASES = {
     "redi_reweighted": dict(alpha=0.8, chosen_coef=1.0, gamma=0.5),
     "dpo": dict(beta=0.5),
     "simpo": dict(beta=2.0, gamma=1.0),
+    # the non-linear losses again, through sequence_group_loss
+    "redi_reweighted_single_pass": dict(alpha=0.8, chosen_coef=1.0, gamma=0.5, single_pass=True),
+    "dpo_single_pass": dict(beta=0.5, single_pass=True),
+    "simpo_single_pass": dict(beta=2.0, gamma=1.0, single_pass=True),
 }
 
 
@@ -164,7 +173,8 @@ def to_packed(hidden, labels, order):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", ["redi", "redi_reweighted", "dpo", "simpo"])
+@pytest.mark.parametrize("case", ["redi", "redi_reweighted", "dpo", "simpo", "dpo_single_pass",
+                                  "simpo_single_pass"])
 @pytest.mark.parametrize("index", ["seq_index", "cu_seqlens"])
 def test_padded_equals_packed(case, backend, index):
     name, kw = case.split("_")[0], CASES[case]
@@ -190,21 +200,23 @@ def test_padded_equals_packed(case, backend, index):
         torch.testing.assert_close(m_packed[key], m_padded[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("single_pass", [False, True], ids=["two_pass", "single_pass"])
 @pytest.mark.parametrize("name", ["dpo", "simpo"])
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
-def test_dpo_simpo_match_liger(name, bias):
+def test_dpo_simpo_match_liger(name, bias, single_pass):
     hidden, weight, b, labels = preference_batch(seed=5, bias=bias)
     gen = torch.Generator().manual_seed(6)
     if name == "dpo":
         ref_hidden = torch.randn(hidden.shape, generator=gen)
         ref_weight = torch.randn(weight.shape, generator=gen) / H**0.5
         ref_lp, _ = sequence_logps64(ref_hidden, ref_weight, None, labels)
-        ours_fn = redi.FusedLinearDPOLoss(beta=0.5)
+        ours_fn = redi.FusedLinearDPOLoss(beta=0.5, single_pass=single_pass)
         extra = dict(ref_chosen_logps=ref_lp[:B].float(), ref_rejected_logps=ref_lp[B:].float())
         liger_fn = LigerFusedLinearDPOLoss(beta=0.5, compiled=False, use_ref_model=True)
         liger_extra = dict(ref_input=ref_hidden, ref_weight=ref_weight)
     else:
-        ours_fn, extra = redi.FusedLinearSimPOLoss(beta=2.0, gamma=1.0), {}
+        ours_fn = redi.FusedLinearSimPOLoss(beta=2.0, gamma=1.0, single_pass=single_pass)
+        extra = {}
         liger_fn = LigerFusedLinearSimPOLoss(beta=2.0, gamma=1.0, compute_nll_loss=False,
                                              compiled=False)
         liger_extra = {}
@@ -242,29 +254,31 @@ def test_functional_matches_fused():
     torch.testing.assert_close(loss, fused.detach())
 
 
-def naive_bf16_redi(hidden, weight, labels, alpha=0.8):
+def naive_bf16(name, hidden, weight, labels, **kw):
+    """The unfused loss computed in bf16: full logits, log_softmax, gather, the formula."""
     x, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
     logp = torch.log_softmax(x @ w.T, dim=-1)
     valid = labels != -100
     logp = logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1) * valid
-    lp, n = logp.sum(-1), valid.sum(-1)
-    loss = (-lp[:B] / n[:B] + alpha * lp[B:] / n[B:]).mean()
+    loss = pair_formula(name, logp.sum(-1), valid.sum(-1), **kw)
     loss.backward()
     return loss.detach(), x.grad, w.grad
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_bf16_within_bf16_reference_error(backend):
+@pytest.mark.parametrize("case", ["redi", "simpo", "simpo_single_pass"])
+def test_bf16_within_bf16_reference_error(backend, case):
+    name, kw = case.split("_")[0], CASES[case]
     hidden, weight, _, labels = preference_batch(seed=9, dtype=torch.bfloat16)
     if backend == "triton":  # the interpreter cannot run bf16 dots: feed bf16 values as fp32
         hidden = hidden.detach().float().requires_grad_()
         weight = weight.detach().float().requires_grad_()
-    loss, _ = redi.FusedLinearREDILoss(backend=backend)(weight, hidden, labels)
+    loss, _ = make_loss(name, backend, **kw)(weight, hidden, labels)
     loss.backward()
     x64, w64 = leaf64(hidden), leaf64(weight)
-    ref = reference_loss("redi", x64, w64, None, labels, alpha=0.8, chosen_coef=1.0)
+    ref = reference_loss(name, x64, w64, None, labels, **kw)
     ref.backward()
-    naive = naive_bf16_redi(hidden.bfloat16(), weight.bfloat16(), labels)
+    naive = naive_bf16(name, hidden.bfloat16(), weight.bfloat16(), labels, **kw)
     err = lambda a, r: (a.double() - r).abs().max().item()  # noqa: E731
     assert err(loss, ref.detach()) <= err(naive[0], ref.detach())
     assert err(hidden.grad.bfloat16(), x64.grad) <= err(naive[1], x64.grad)

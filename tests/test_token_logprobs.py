@@ -6,6 +6,7 @@ TRITON_INTERPRET=1 (set by conftest.py) at small sizes.
 
 import pytest
 import torch
+from probes import MaxBytes
 from redi.kernels import linear_logprobs as op
 from redi.kernels import torch_impl
 from reference import leaf64, token_logprobs64
@@ -13,18 +14,6 @@ from reference import leaf64, token_logprobs64
 import redi
 
 BACKENDS = ["torch", "triton"]
-
-
-@pytest.fixture(params=[True, False], ids=["many_chunks", "one_chunk"])
-def chunking(request, monkeypatch):
-    """Force several token/vocab chunks and vocabulary splits, or leave the defaults."""
-    if request.param:
-        from redi.kernels import triton_impl
-
-        monkeypatch.setattr(torch_impl, "CHUNK_BYTES", 16 * 123 * 4)
-        monkeypatch.setattr(triton_impl, "CHUNK_BYTES", 16 * 123 * 4)
-        monkeypatch.setattr(triton_impl, "MIN_SPLIT_COLS", 32)
-    return request.param
 
 
 def make_inputs(lead_shape, hidden_size, vocab, dtype=torch.float32, bias=False, seed=0):
@@ -192,22 +181,6 @@ def test_bf16_triton_through_upcast():
         assert max_err(ours, truth) <= max_err(theirs, truth)
 
 
-class _MaxBytes(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records the largest tensor (in bytes) any aten op produces. Counts bytes because the
-    Triton interpreter copies kernel arguments as raw byte storages."""
-
-    def __init__(self):
-        super().__init__()
-        self.max_bytes = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.max_bytes = max(self.max_bytes, t.numel() * t.element_size())
-        return out
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("entry", ["token_logprobs", "weighted_logprob_sum"])
 def test_never_allocates_tokens_by_vocab(backend, entry, monkeypatch):
@@ -218,7 +191,7 @@ def test_never_allocates_tokens_by_vocab(backend, entry, monkeypatch):
     monkeypatch.setattr(torch_impl, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(triton_impl, "CHUNK_BYTES", chunk_bytes)
     hidden, weight, _, labels, grad = make_inputs((n,), h, v, seed=5)
-    with _MaxBytes() as mode:
+    with MaxBytes() as mode:
         if entry == "token_logprobs":
             (redi.token_logprobs(hidden, weight, labels, backend=backend) * grad).sum().backward()
         else:
@@ -265,10 +238,10 @@ def test_weighted_sum_rejects_bad_coef():
 
 def test_backend_selection(monkeypatch):
     cpu = torch.device("cpu")
-    assert op._select_backend("auto", cpu, torch.float32) is torch_impl
+    assert op.select_backend("auto", cpu, torch.float32) is torch_impl
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="needs CUDA"):
-        op._select_backend("triton", cpu, torch.float32)
+        op.select_backend("triton", cpu, torch.float32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

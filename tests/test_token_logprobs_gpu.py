@@ -110,3 +110,51 @@ def test_qwen_head_bf16_no_worse_than_naive_bf16(entry):
     # One bounded chunk (512 MiB) + fp32 accumulators + the grads; one N x V bf16 tensor
     # alone would be 4.6 GiB, and naive holds several.
     assert extra < n * v * 2 / 2, f"extra peak {extra / 2**30:.2f} GiB"
+
+
+def test_sequence_group_loss_qwen_head_bf16_no_worse_than_naive_bf16():
+    """A SimPO pair loss through the single-pass group op: 4 pairs of 1024 tokens at the
+    Qwen2.5-1.5B head, bf16, against float64 and against the same loss in plain bf16."""
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    pairs, t, h, v = 4, 1024, 1536, 151936
+    n = 2 * pairs * t
+    kw = dict(device="cuda", generator=gen)
+    hidden = torch.randn(n, h, **kw).bfloat16().requires_grad_()
+    weight = (torch.randn(v, h, **kw) * 0.05).bfloat16().requires_grad_()
+    labels = torch.randint(0, v, (n,), **kw)
+    seq_index = torch.arange(2 * pairs, device="cuda").repeat_interleave(t)
+    labels[(torch.arange(n, device="cuda") % t) < 128] = -100  # prompts
+    groups = torch.stack([torch.arange(pairs), torch.arange(pairs) + pairs], 1).cuda()
+    lengths = torch.bincount(seq_index[labels != -100], minlength=2 * pairs)
+
+    def loss_fn(s):
+        avg = s / lengths.to(s.dtype)
+        return -torch.nn.functional.logsigmoid(
+            2.0 * (avg[groups[:, 0]] - avg[groups[:, 1]]) - 1.0).mean()
+
+    x, w = hidden.detach(), weight.detach()
+    logp64 = chunked_reference64(x, w, labels, torch.zeros(n, device="cuda"))[0]
+    sums64 = torch.zeros(2 * pairs, dtype=torch.float64, device="cuda")
+    sums64 = sums64.index_add(0, seq_index, logp64).requires_grad_()
+    loss64 = loss_fn(sums64)
+    (seq_grads,) = torch.autograd.grad(loss64, sums64)
+    _, dx64, dw64 = chunked_reference64(x, w, labels, seq_grads[seq_index])
+
+    xn, wn = x.clone().requires_grad_(), w.clone().requires_grad_()
+    valid = labels != -100
+    logp = torch.log_softmax(xn @ wn.T, dim=-1).gather(1, labels.clamp(min=0)[:, None])
+    sums = torch.zeros(2 * pairs, dtype=torch.bfloat16, device="cuda")
+    naive_loss = loss_fn(sums.index_add(0, seq_index, logp.squeeze(1) * valid))
+    naive_loss.backward()
+    del logp
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    loss, _ = redi.sequence_group_loss(hidden, weight, labels, seq_index, groups, loss_fn)
+    loss.backward()
+    extra = torch.cuda.max_memory_allocated() - before
+    assert max_err(loss, loss64.detach()) <= max_err(naive_loss, loss64.detach())
+    assert max_err(hidden.grad, dx64) <= max_err(xn.grad, dx64)
+    assert max_err(weight.grad, dw64) <= max_err(wn.grad, dw64)
+    # three float32 [V, H] buffers (0.87 GiB each), one 512 MiB chunk, the grads, dx in fp32
+    bound = 3 * v * h * 4 + 512 * 2**20 + v * h * 2 + 3 * n * h * 4
+    assert extra < bound * 1.1, f"extra peak {extra / 2**30:.2f} GiB"

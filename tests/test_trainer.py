@@ -150,6 +150,23 @@ def test_export_reloads_with_identical_logits(data_dir, tmp_path):
     assert (out / "final" / "tokenizer.json").is_file()
 
 
+@pytest.mark.parametrize("start_group", [True, False])
+def test_exit_process_keeps_status_and_output(start_group):
+    """After a process group, the command line leaves through os._exit (see exit_process):
+    the status and buffered output must survive; without a group it returns to sys.exit."""
+    script = ("import sys\n"
+              "from redi.distributed import exit_process, init_distributed, shutdown\n"
+              f"if {start_group}:\n    init_distributed(); shutdown()\n"
+              "print('buffered', end='')\n"
+              "exit_process(3)\n"
+              "print(' returned', end='')\n"
+              "sys.exit(4)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert (result.returncode, result.stdout) == (
+        (3, "buffered") if start_group else (4, "buffered returned")), result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("tied", ["tied", "untied"])
 def test_fused_loss_under_fsdp2_matches_full_logits(tied):
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -232,9 +249,15 @@ def test_no_model_is_a_config_error():
         build_config(None, ["data=builtin"])
 
 
-def test_simpo_runs(data_dir, sft_export, tmp_path):
-    stage2(data_dir, sft_export, tmp_path / "simpo", "loss=simpo", "max_steps=2")
-    assert metrics(tmp_path / "simpo")[2]["reward_accuracy"] >= 0
+def test_simpo_single_pass_trains_like_two_pass(data_dir, sft_export, tmp_path):
+    for single_pass in ("false", "true"):
+        stage2(data_dir, sft_export, tmp_path / single_pass, "loss=simpo", "max_steps=2",
+               f"loss_single_pass={single_pass}")
+    two_pass, single = metrics(tmp_path / "false"), metrics(tmp_path / "true")
+    for step in (1, 2):
+        assert single[step]["loss"] == pytest.approx(two_pass[step]["loss"], rel=1e-5)
+        assert single[step]["grad_norm"] == pytest.approx(two_pass[step]["grad_norm"], rel=1e-4)
+        assert 0 <= single[step]["reward_accuracy"] <= 1
 
 
 def test_unknown_key_lists_valid_keys(tmp_path):

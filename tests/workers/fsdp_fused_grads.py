@@ -10,7 +10,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from redi.config import TrainConfig
-from redi.distributed import finish, init_distributed, shutdown
+from redi.distributed import exit_process, finish, init_distributed, shutdown
 from redi.losses import FusedLinearREDILoss
 from redi.modeling import CausalLMWithFusedLoss, shard
 
@@ -59,3 +59,4 @@ def main(tied: bool):
 
 if __name__ == "__main__":
     main(sys.argv[1] == "tied")
+    exit_process(0)

@@ -16,7 +16,8 @@ Two kernels do the vocabulary-sized work; the two gradient matmuls go to cuBLAS:
   With ``STORE_LOGITS`` it also writes the tiles into a chunk buffer (single-pass entry).
 * ``_dlogits_kernel``: grid (token blocks, vocabulary tiles). Each program gets one tile of
   logits, either recomputed with ``tl.dot`` (``RECOMPUTE``, general backward) or read from the
-  chunk buffer (single pass), and overwrites it with dz in the input dtype.
+  chunk buffer (single pass), and overwrites it with dz in the input dtype (for fp16,
+  scaled by a power of two 2^k that the GEMMs undo; see ``_fp16_scale``).
 
 Memory: the general op's forward keeps only lse (fp32 [N]); its backward walks the
 vocabulary in column chunks (an [N, V_c] dz buffer, whole dW rows per chunk, an fp32 [N, H]
@@ -26,6 +27,7 @@ dx accumulator). The single pass walks the tokens in row chunks (a [C, V] buffer
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -234,15 +236,32 @@ def _launch_dlogits(x, w, b, labels, lse, g, z, label_offset, inv_temp, recomput
                  **meta)
 
 
-def _accumulate_mm(acc, a, b):
-    """acc += a @ b with fp32 accumulation across calls: a 16-bit partial product rounded
-    before each add would make the sum over chunks worse than one 16-bit GEMM."""
+def _fp16_scale(g, dtype) -> float:
+    """The power of two 2^k that puts max|g| in (512, 1024] when dz is stored as fp16, else 1.
+
+    dz_iv = g_i (1[v = y_i] - p_iv) is stored in the input dtype. fp16's smallest normal
+    number is 6.1e-5: with an SFT-sized g (1/num_tokens, ~1e-4) and p ~ 1/V, every
+    non-target entry is subnormal or zero, and the gradients lose most of their digits
+    (bf16 has fp32's exponent range and needs nothing). Scaling g by 2^k is exact; the GEMMs
+    take alpha = 2^-k in their fp32 epilogue, and the largest |dz| stays far below 65504.
+    """
+    if dtype != torch.float16:
+        return 1.0
+    top = g.abs().max().item() if g.numel() else 0.0
+    if not math.isfinite(top) or top == 0.0:
+        return 1.0
+    return 2.0 ** (10 - math.ceil(math.log2(top)))
+
+
+def _accumulate_mm(acc, a, b, alpha=1.0):
+    """acc += alpha a @ b with fp32 accumulation across calls: a 16-bit partial product
+    rounded before each add would make the sum over chunks worse than one 16-bit GEMM."""
     if acc.dtype == a.dtype:
-        acc.addmm_(a, b)
+        acc.addmm_(a, b, alpha=alpha)
     elif a.is_cuda:  # cuBLAS: 16-bit inputs, fp32 C read and written in place
-        torch.addmm(acc, a, b, acc.dtype, out=acc)
+        torch.addmm(acc, a, b, acc.dtype, alpha=alpha, out=acc)
     else:  # the Triton interpreter on CPU: no mixed-dtype GEMM there
-        acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
+        acc.addmm_(a.to(acc.dtype), b.to(acc.dtype), alpha=alpha)
 
 
 def forward(x, w, b, labels, inv_temp):
@@ -257,6 +276,8 @@ def backward(x, w, b, labels, lse, grad, inv_temp, needs):
     n, v = x.shape[0], w.shape[0]
     cols = min(v, max(64, CHUNK_BYTES // (n * x.element_size()) // 64 * 64))
     g = (grad * inv_temp).float()  # fold 1/tau into dz, so dx = dz W and dW = dz^T x
+    scale = _fp16_scale(g, x.dtype)
+    g.mul_(scale)
     z = torch.empty(n, cols, dtype=x.dtype, device=x.device)
     dx = torch.zeros(x.shape, dtype=torch.float32, device=x.device) if need_x else None
     dw = torch.empty_like(w) if need_w else None
@@ -267,11 +288,11 @@ def backward(x, w, b, labels, lse, grad, inv_temp, needs):
         b_c = None if b is None else b[v0:v1]
         _launch_dlogits(x, w[v0:v1], b_c, labels, lse, g, dz, v0, inv_temp, recompute=True)
         if dx is not None:
-            _accumulate_mm(dx, dz, w[v0:v1])
+            _accumulate_mm(dx, dz, w[v0:v1], alpha=1 / scale)
         if dw is not None:
-            torch.mm(dz.t(), x, out=dw[v0:v1])
+            torch.addmm(dw[v0:v1], dz.t(), x, beta=0, alpha=1 / scale, out=dw[v0:v1])
         if db is not None:
-            db[v0:v1] = dz.sum(0, dtype=torch.float32) / inv_temp
+            db[v0:v1] = dz.sum(0, dtype=torch.float32) / (inv_temp * scale)
     return (None if dx is None else dx.to(x.dtype)), dw, db
 
 
@@ -287,6 +308,8 @@ def forward_backward(x, w, b, labels, coef, inv_temp, needs, dw_out=None):
     n, v = x.shape[0], w.shape[0]
     rows = min(n, max(16, CHUNK_BYTES // (v * x.element_size()) // 16 * 16))
     g = (coef * inv_temp).float()
+    scale = _fp16_scale(g, x.dtype)
+    g.mul_(scale)
     z = torch.empty(rows, v, dtype=x.dtype, device=x.device)
     logp = torch.empty(n, dtype=torch.float32, device=x.device)
     fp32 = dict(dtype=torch.float32, device=x.device)
@@ -304,13 +327,13 @@ def forward_backward(x, w, b, labels, coef, inv_temp, needs, dw_out=None):
             _launch_dlogits(x_c, w, b, y_c, lse_stored, g[r0:r1], dz, 0, inv_temp,
                             recompute=False)
         if dx is not None:
-            torch.mm(dz, w, out=dx[r0:r1])
+            torch.addmm(dx[r0:r1], dz, w, beta=0, alpha=1 / scale, out=dx[r0:r1])
         if dw is not None:
-            _accumulate_mm(dw, dz.t(), x_c)
+            _accumulate_mm(dw, dz.t(), x_c, alpha=1 / scale)
         if db is not None:
             db.add_(dz.sum(0, dtype=torch.float32))
     if db is not None:
-        db = db.div_(inv_temp)
+        db = db.div_(inv_temp * scale)
     if dw_out is None:
         db = None if db is None else db.to(b.dtype)
         dw = None if dw is None else dw.to(w.dtype)

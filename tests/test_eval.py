@@ -185,6 +185,54 @@ def test_rerun_generates_only_missing_samples(tiny_model_dir, builtin_test_file,
     assert len(requested) == 3  # nothing left to generate
 
 
+def test_resumed_run_samples_what_an_uninterrupted_one_does(tiny_model_dir, builtin_test_file,
+                                                            tmp_path):
+    """Each sample's draw depends on (seed, problem, sample number) alone: a run killed after
+    two samples and resumed writes the same texts as one that ran through."""
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert run_eval(tiny_model_dir, builtin_test_file, whole, samples=2) == 0
+    resumed.mkdir()
+    for name in ("settings.json", "samples.jsonl"):
+        lines = (whole / name).read_text().splitlines(keepends=True)
+        (resumed / name).write_text("".join(lines if name == "settings.json" else lines[:2]))
+    assert run_eval(tiny_model_dir, builtin_test_file, resumed, samples=2) == 0
+
+    def texts(out):
+        return {(r["id"], r["sample"]): r["text"]
+                for r in map(json.loads, (out / "samples.jsonl").open())}
+
+    assert texts(resumed) == texts(whole)
+    assert all(texts(whole)[(f"p{i}", 0)] != texts(whole)[(f"p{i}", 1)] for i in range(3))
+
+
+def test_seeded_sampler_rows_do_not_depend_on_batch_mates():
+    """Row r of a batch draws the same tokens as the same row alone, from the same seed."""
+    from redi.eval.generation import SamplingSettings, SeededSampler
+
+    scores = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    settings = SamplingSettings(temperature=0.7, top_p=0.9)
+    batch = SeededSampler(settings, [11, 12, 13], torch.device("cpu"))
+    alone = SeededSampler(settings, [12], torch.device("cpu"))
+    for _ in range(20):
+        together = batch(None, scores).argmax(-1)
+        assert together[1] == alone(None, scores[1:2]).argmax(-1)[0]
+    out = batch(None, scores)
+    assert torch.isinf(out).sum() == 3 * 49 and (out.max(-1).values == 0).all()
+
+
+def test_seeded_sampler_draws_from_the_tempered_nucleus():
+    """Frequencies over 4000 seeds match softmax(scores / T) renormalized over the top-p set."""
+    from redi.eval.generation import SamplingSettings, SeededSampler
+
+    scores = torch.tensor([[2.0, 1.0, 0.5, -3.0]]).repeat(4000, 1)
+    sampler = SeededSampler(SamplingSettings(temperature=0.5, top_p=0.9), list(range(4000)),
+                            torch.device("cpu"))
+    counts = torch.bincount(sampler(None, scores).argmax(-1), minlength=4).double() / 4000
+    p = torch.softmax(scores[0].double() / 0.5, -1)  # 0.867, 0.117, 0.016, 0.000
+    expected = torch.cat([p[:2] / p[:2].sum(), torch.zeros(2, dtype=torch.float64)])
+    torch.testing.assert_close(counts, expected, atol=0.02, rtol=0)
+
+
 def test_rerun_after_a_kill_mid_line_drops_the_torn_sample(tiny_model_dir, builtin_test_file,
                                                           tmp_path):
     out = tmp_path / "out"

@@ -21,7 +21,7 @@ from redi.files import atomic_write_text
 
 from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
-from .generation import SamplingSettings, make_generator
+from .generation import SamplingSettings, make_generator, sample_seed
 from .scoring import mean_pass_at_k, pass1_with_stderr
 
 
@@ -112,8 +112,8 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
                 chunk = todo[start:start + options.batch_size]
                 prompts = [formatter.generation_prompt(p.problem, options.think)
                            for p, _ in chunk]
-                texts = generator.generate(prompts, options.sampling,
-                                           seed=options.sampling.seed + start,
+                seeds = [sample_seed(options.sampling.seed, p.id, j) for p, j in chunk]
+                texts = generator.generate(prompts, options.sampling, seeds,
                                            stop_token_ids=formatter.stop_token_ids)
                 for (p, j), text in zip(chunk, texts, strict=True):
                     answer, correct = grade(p.answer, text, builtin=builtin)

@@ -1,16 +1,22 @@
 """The fused REDI loss inside a Hugging Face ``transformers.Trainer``.
 
-``compute_loss`` runs the decoder stack only (no lm_head, so no logits) and hands the last
-hidden state and the lm_head weight to ``redi.FusedLinearREDILoss``. Batches are padded
-``[2B, T]``: the B chosen sequences first, then the B rejected ones, with labels already
-shifted (label t is the token position t predicts) and -100 on prompt and padding.
+``compute_loss`` runs the model's forward with ``logits_to_keep=1`` (the logits of one
+position, not [tokens x vocab]) and hands the last hidden state and the lm_head weight to
+``redi.FusedLinearREDILoss``. Calling the forward of whatever ``model`` the Trainer passes
+keeps DDP's gradient synchronization when ``torchrun`` runs it on several processes.
+Batches are padded ``[2B, T]``: the B chosen sequences first, then the B rejected ones, with
+labels already shifted (label t is the token position t predicts) and -100 on prompt and
+padding.
 
-Run it: ``python examples/hf_trainer_redi.py`` trains a tiny Qwen2 built from a config on
-synthetic pairs for a few steps and prints the loss.
+Run it: ``python examples/hf_trainer_redi.py [max_steps [batch_per_process]]`` (or the
+same under ``torchrun --nproc_per_node 2``) trains a tiny Qwen2 built from a config on
+synthetic pairs and prints the loss.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 
 import torch
@@ -27,9 +33,10 @@ class REDITrainer(Trainer):
         self.redi_loss = redi.FusedLinearREDILoss(alpha=alpha)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        hidden = model.get_decoder()(input_ids=inputs["input_ids"],
-                                     attention_mask=inputs["attention_mask"]).last_hidden_state
-        head = model.get_output_embeddings()
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        output_hidden_states=True, logits_to_keep=1)
+        hidden = outputs.hidden_states[-1]  # after the final norm: what lm_head would see
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
         loss, metrics = self.redi_loss(head.weight, hidden, inputs["labels"], head.bias)
         return (loss, metrics) if return_outputs else loss
 
@@ -72,13 +79,14 @@ def tiny_qwen2(vocab=64, seed=0):
     return Qwen2ForCausalLM(config)
 
 
-def main(max_steps=30, output_dir=None, lr=3e-3):
+def main(max_steps=30, batch_per_process=8, output_dir=None, lr=3e-3):
     """Train for ``max_steps`` and return the logged training losses."""
     model = tiny_qwen2()
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=output_dir or tmp, max_steps=max_steps, per_device_train_batch_size=8,
-            learning_rate=lr, lr_scheduler_type="constant", logging_steps=1, report_to=[],
+            output_dir=output_dir or tmp, max_steps=max_steps,
+            per_device_train_batch_size=batch_per_process, learning_rate=lr,
+            lr_scheduler_type="constant", logging_steps=1, report_to=[],
             use_cpu=not torch.cuda.is_available(), remove_unused_columns=False,
             save_strategy="no", disable_tqdm=True)
         trainer = REDITrainer(model=model, args=args, train_dataset=synthetic_pairs(256, 64),
@@ -88,5 +96,7 @@ def main(max_steps=30, output_dir=None, lr=3e-3):
 
 
 if __name__ == "__main__":
-    for step, loss in enumerate(main(), 1):
-        print(f"step {step:3d}  REDI loss {loss:.4f}")
+    losses = main(*map(int, sys.argv[1:3]))
+    if os.environ.get("RANK", "0") == "0":  # every process logs the same (averaged) loss
+        for step, loss in enumerate(losses, 1):
+            print(f"step {step:3d}  REDI loss {loss:.4f}")

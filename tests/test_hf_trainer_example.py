@@ -1,8 +1,12 @@
 """The documented example: REDI inside a transformers.Trainer subclass trains a tiny Qwen2."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "hf_trainer_redi.py"
@@ -29,3 +33,20 @@ def test_redi_trainer_loss_decreases():
     assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.5, losses
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch():
+    """Under torchrun the Trainer wraps the model in DDP: 2 processes x 4 pairs must log the
+    losses of 1 process x 8 pairs (the same pairs each step), which needs compute_loss to go
+    through the wrapper's forward so that gradients are averaged across processes."""
+    def losses(launcher, batch):
+        result = subprocess.run([*launcher, str(EXAMPLE), "6", str(batch)], capture_output=True,
+                                text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [float(line.split()[-1]) for line in result.stdout.splitlines()
+                if line.startswith("step")]
+
+    one = losses([sys.executable], 8)
+    two = losses([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node=2"], 4)
+    assert len(one) == 6 and two == pytest.approx(one, abs=2e-4)  # printed to 4 decimals

@@ -1,6 +1,7 @@
 """Test set-up: Triton runs in its interpreter on CPU-only machines; GPU tests are opt-in."""
 
 import os
+import sys
 
 import torch
 
@@ -18,6 +19,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+_SESSION = pytest.StashKey()
+
+
+def pytest_sessionfinish(session):
+    session.config.stash[_SESSION] = session
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Tests that run FSDP2 in this process (export, demo) leave gloo's worker threads alive
+    (see redi.distributed.exit_process); end pytest the way the command line ends, after
+    every report is written, so that interpreter finalization cannot abort a green run."""
+    distributed = sys.modules.get("redi.distributed")
+    session = config.stash.get(_SESSION, None)
+    if distributed is not None and session is not None:
+        distributed.exit_process(int(session.exitstatus))
 
 
 @pytest.fixture(params=[True, False], ids=["many_chunks", "one_chunk"])

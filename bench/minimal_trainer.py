@@ -1,7 +1,8 @@
-"""A minimal Stage-2 training step on a small Qwen2: the stand-in for redi's FSDP2 trainer.
+"""A minimal Stage-2 training step on a small Qwen2, for the step-level benchmark.
 
-``step_level`` needs three things from a trainer, and this module provides them until the
-real trainer can be called instead:
+``step_level`` compares our fused losses with the naive full-logits ones inside the same
+optimizer step, which ``redi train`` cannot do (it only offers the fused losses; the
+``trainer`` section of ``bench/run.py`` measures it). This module gives that step:
 
 * ``build_policy(shape, dtype, device)``: a randomly initialised ``Qwen2ForCausalLM``.
 * ``pair_batch(pairs, seq_len, vocab, device)``: ``input_ids`` and aligned ``labels``

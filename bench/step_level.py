@@ -1,7 +1,7 @@
 """Step level: Stage-2 training steps of a small Qwen2, REDI vs DPO vs SimPO, ours vs naive.
 
-Two sections, both driven through the trainer interface of ``minimal_trainer`` (the
-stand-in for redi's FSDP2 trainer; to switch, replace the ``trainer`` import below):
+Two sections, both driven through ``minimal_trainer`` (one AdamW step that can run either
+loss; ``trainer_level`` measures ``redi train`` itself):
 
 * ``step``: median time, tokens/s and peak extra memory of one optimizer step for REDI, DPO
   with an on-the-fly reference, DPO with a cached reference and SimPO, each with our fused

@@ -7,7 +7,7 @@ optimizer step, which ``redi train`` cannot do (it only offers the fused losses;
 * ``build_policy(shape, dtype, device)``: a randomly initialised ``Qwen2ForCausalLM``.
 * ``pair_batch(pairs, seq_len, vocab, device)``: ``input_ids`` and aligned ``labels``
   ``[2B, T]``, chosen rows first, the first 1/8 of each row a prompt (label -100).
-* ``TrainStep(model, loss, impl, reference)``: ``step(input_ids, labels)`` runs one
+* ``TrainStep(model, loss, impl, reference)``: calling it on ``(input_ids, labels)`` runs one
   optimizer step (AdamW, Stage-2 learning rate and weight decay); ``step.state_bytes()`` is
   the memory it keeps between steps (weights, optimizer state, reference weights).
 

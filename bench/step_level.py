@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from functools import partial
 
-import minimal_trainer as trainer
 from measure import measure_cases
+from minimal_trainer import TrainStep, build_policy, pair_batch
 from report import MS, PEAK, Column, Section, add_ratios
 from settings import Settings
 
@@ -32,13 +32,13 @@ def _label(loss, reference):
 
 
 def _new_step(settings: Settings, loss, impl, reference=None):
-    model = trainer.build_policy(settings.model, settings.dtype, settings.device)
-    return trainer.TrainStep(model, loss, impl, reference)
+    model = build_policy(settings.model, settings.dtype, settings.device)
+    return TrainStep(model, loss, impl, reference)
 
 
 def _measure_steps(settings: Settings, seq_len) -> list[dict]:
-    input_ids, labels = trainer.pair_batch(settings.step_pairs, seq_len, settings.model.vocab,
-                                           settings.device)
+    input_ids, labels = pair_batch(settings.step_pairs, seq_len, settings.model.vocab,
+                                   settings.device)
     steps = {(loss, reference, impl): _new_step(settings, loss, impl, reference)
              for loss, reference in VARIANTS for impl in IMPLS}
     results = measure_cases(
@@ -81,11 +81,11 @@ def longest_fitting(fits, start, resolution, limit):
 def _longest_fitting_step(settings: Settings, impl) -> dict:
     vocab, device = settings.model.vocab, settings.device
     step = _new_step(settings, "redi", impl)
-    step(*trainer.pair_batch(1, settings.search_resolution, vocab, device))  # optimizer state
+    step(*pair_batch(1, settings.search_resolution, vocab, device))  # optimizer state
     peaks = {}
 
     def fits(seq_len):
-        batch = trainer.pair_batch(1, seq_len, vocab, device)
+        batch = pair_batch(1, seq_len, vocab, device)
         result = measure_cases({seq_len: lambda: partial(step, *batch)}, device, repeats=0,
                                warmup=0)[seq_len]
         peaks[seq_len] = result["peak_bytes"]

@@ -14,12 +14,16 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("redi.data.cli:main", "raw rows (OpenR1-Math-Raw, TRL) or the built-in task to "
                                       "sft.jsonl, pairs.jsonl, stats.json"),
-    "sft": ("redi.train_cli:sft_main", "Stage 1: SFT on the correct traces (FSDP2)"),
-    "train": ("redi.train_cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
+    "sft": ("redi.train.cli:sft_main", "Stage 1: SFT on the correct traces (FSDP2)"),
+    "train": ("redi.train.cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
     "eval": ("redi.eval.cli:main", "pass@1 (with standard error) and pass@k on a benchmark"),
-    "export": ("redi.export:main", "a training checkpoint to a Hugging Face model directory"),
-    "demo": ("redi.demo:main", "the main job: built-in task, SFT, REDI, evaluation, table, plot"),
+    "export": ("redi.train.export:main", "a training checkpoint to a Hugging Face model directory"),
+    "demo": ("redi.demo.run:main", "the main job: built-in task, SFT, REDI, evaluation, table, plot"),
 }
+
+# The optional-dependency group (pyproject.toml) each command needs beyond the core install.
+EXTRAS = {"prepare": "data", "sft": "train", "train": "train", "eval": "eval",
+          "export": "train", "demo": "demo"}
 
 
 def _usage() -> str:
@@ -38,13 +42,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"redi: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, function = COMMANDS[argv[0]][0].split(":")
-    return getattr(import_module(module), function)(argv[1:])
+    try:
+        command = getattr(import_module(module), function)
+    except ModuleNotFoundError as error:
+        extra = EXTRAS[argv[0]]
+        print(f"redi {argv[0]}: needs the '{extra}' extra ({error.name} is not installed): "
+              f"pip install 'redi[{extra}]'", file=sys.stderr)
+        return 2
+    return command(argv[1:])
 
 
 def run() -> None:
     """The console-script and ``python -m redi.cli`` entry: ``main`` as a process."""
     status = main()
-    distributed = sys.modules.get("redi.distributed")  # loaded iff the command used it
+    distributed = sys.modules.get("redi.train.distributed")  # loaded iff the command used it
     if distributed is not None:
         distributed.exit_process(status)
     sys.exit(status)

@@ -31,9 +31,9 @@ def pytest_sessionfinish(session):
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """Tests that run FSDP2 in this process (export, demo) leave gloo's worker threads alive
-    (see redi.distributed.exit_process); end pytest the way the command line ends, after
+    (see redi.train.distributed.exit_process); end pytest the way the command line ends, after
     every report is written, so that interpreter finalization cannot abort a green run."""
-    distributed = sys.modules.get("redi.distributed")
+    distributed = sys.modules.get("redi.train.distributed")
     session = config.stash.get(_SESSION, None)
     if distributed is not None and session is not None:
         distributed.exit_process(int(session.exitstatus))

@@ -124,10 +124,10 @@ def test_resume_reproduces_uninterrupted_run(data_dir, sft_export, tmp_path):
 def test_export_reloads_with_identical_logits(data_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from redi.checkpoint import load_checkpoint
-    from redi.config import build_config
-    from redi.distributed import init_distributed, shutdown
-    from redi.modeling import build_model
+    from redi.train.checkpoint import load_checkpoint
+    from redi.train.config import build_config
+    from redi.train.distributed import init_distributed, shutdown
+    from redi.train.modeling import build_model
 
     out = tmp_path / "run"
     sft(data_dir, out, "max_steps=2")
@@ -155,7 +155,7 @@ def test_exit_process_keeps_status_and_output(start_group):
     """After a process group, the command line leaves through os._exit (see exit_process):
     the status and buffered output must survive; without a group it returns to sys.exit."""
     script = ("import sys\n"
-              "from redi.distributed import exit_process, init_distributed, shutdown\n"
+              "from redi.train.distributed import exit_process, init_distributed, shutdown\n"
               f"if {start_group}:\n    init_distributed(); shutdown()\n"
               "print('buffered', end='')\n"
               "exit_process(3)\n"
@@ -236,14 +236,14 @@ def test_resume_refuses_a_checkpoint_of_another_loss(data_dir, sft_export, tmp_p
     ("keep_last=-1", "keep_last must be >= 0"), ("alpha=1.5", "alpha must be in [0, 1]"),
     ("beta=0", "beta must be > 0")])
 def test_out_of_range_values_are_config_errors(override, message):
-    from redi.config import ConfigError, build_config
+    from redi.train.config import ConfigError, build_config
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_config(None, [*TINY_MODEL, override])
 
 
 def test_no_model_is_a_config_error():
-    from redi.config import ConfigError, build_config
+    from redi.train.config import ConfigError, build_config
 
     with pytest.raises(ConfigError, match="no model: set model"):
         build_config(None, ["data=builtin"])

@@ -9,7 +9,7 @@ from redi.data.batching import collate_pairs
 from redi.data.formatting import IGNORE_INDEX, Formatter
 from redi.data.tokenized import load_pairs
 from redi.data.tokenizer import load_tokenizer
-from redi.reference import pair_logps
+from redi.pair_logprobs import pair_logps
 
 
 @torch.no_grad()

@@ -47,16 +47,16 @@ QUICK = DemoSize(problems=400, test=24, sft_steps=6, stage2_epochs=1.0, samples=
 
 
 def _train(recipe: str, overrides: list[str]) -> Path:
-    from .config import build_config
-    from .trainer import train
+    from redi.train.config import build_config
+    from redi.train.loop import train
 
     return train(build_config(RECIPES / recipe, overrides))
 
 
 def _export_curve_points(run: Path) -> list[tuple[int, Path]]:
     """Each Stage-2 checkpoint as a HF directory (exported once), by step."""
-    from .checkpoint import list_checkpoints
-    from .export import export_checkpoint
+    from redi.train.checkpoint import list_checkpoints
+    from redi.train.export import export_checkpoint
 
     points = []
     for checkpoint in list_checkpoints(run):
@@ -70,8 +70,8 @@ def _export_curve_points(run: Path) -> list[tuple[int, Path]]:
 
 def _accuracy(model_dir: Path, data: Path, out: Path, size: DemoSize, samples: int,
               temperature: float, limit: int | None) -> dict:
-    from .eval.generation import SamplingSettings
-    from .eval.runner import EvalOptions, evaluate
+    from redi.eval.generation import SamplingSettings
+    from redi.eval.runner import EvalOptions, evaluate
 
     options = EvalOptions(samples=samples, prompt_style="plain", batch_size=64, limit=limit,
                           sampling=SamplingSettings(temperature=temperature,
@@ -82,7 +82,7 @@ def _accuracy(model_dir: Path, data: Path, out: Path, size: DemoSize, samples: i
 
 def run_seed(out: Path, data: Path, seed: int, methods: tuple[str, ...],
              size: DemoSize) -> dict:
-    from .eval.logprobs import pair_logprob_margins
+    from redi.eval.logprobs import pair_logprob_margins
 
     root = out / f"seed{seed}"
     common = [f"data={data}", f"seed={seed}", "resume=auto", "progress=true"]
@@ -188,10 +188,10 @@ def plot_curves(out: Path, per_seed: dict[int, dict], methods: tuple[str, ...]) 
 def run_demo(output: str | Path, seeds: list[int], compare: bool, size: DemoSize) -> dict:
     from transformers.utils import logging as hf_logging
 
-    from .data.formatting import Formatter
-    from .data.prepare import PrepareOptions, prepare_builtin_task
-    from .data.tokenizer import load_tokenizer
-    from .files import atomic_write_text
+    from redi.data.formatting import Formatter
+    from redi.data.prepare import PrepareOptions, prepare_builtin_task
+    from redi.data.tokenizer import load_tokenizer
+    from redi.files import atomic_write_text
 
     hf_logging.disable_progress_bar()  # dozens of model loads and saves: keep the log readable
     out = Path(output)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .functional import check_beta, check_redi_args
+from redi.functional import check_beta, check_redi_args
 
 
 class ConfigError(ValueError):

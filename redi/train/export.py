@@ -11,11 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, build_config
-from .data.errors import DataError
-from .distributed import finish, init_distributed, shutdown
-from .modeling import build_model, export_hf
+from redi.train.checkpoint import CheckpointError, load_checkpoint
+from redi.train.config import ConfigError, build_config
+from redi.data.errors import DataError
+from redi.train.distributed import finish, init_distributed, shutdown
+from redi.train.modeling import build_model, export_hf
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
@@ -25,8 +25,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
         raise CheckpointError(f"{run_config} not found: is {checkpoint} inside a run's "
                               "output_dir/checkpoints?")
     config = build_config(run_config, ["dtype=fp32", "activation_checkpointing=false"])
-    from .data.tokenizer import load_tokenizer
-    from .train_data import tokenizer_source
+    from redi.data.tokenizer import load_tokenizer
+    from redi.train.loader import tokenizer_source
 
     env = init_distributed()
     try:

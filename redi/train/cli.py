@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, build_config, parse_override
+from redi.train.config import ConfigError, build_config, parse_override
 
 
 def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=f"{stage} training with FSDP2 (see redi/config.py for keys)")
+        prog=prog, description=f"{stage} training with FSDP2 (see redi/train/config.py for keys)")
     parser.add_argument("--config", help="a YAML recipe (e.g. recipes/tiny_sft.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override any config key, e.g. max_steps=10 output_dir=runs/x")
@@ -26,9 +26,9 @@ def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
 
 
 def _run(config) -> int:
-    from .checkpoint import CheckpointError
-    from .data.errors import DataError
-    from .trainer import TrainingDiverged, train
+    from redi.train.checkpoint import CheckpointError
+    from redi.data.errors import DataError
+    from redi.train.loop import TrainingDiverged, train
 
     try:
         result = train(config)

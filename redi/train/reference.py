@@ -17,21 +17,11 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_path
-from .kernels import token_logprobs
-from .segments import PAIR_LAYOUT_KEYS, PairedSequences
+from redi.files import atomic_path
+from redi.pair_logprobs import pair_logps
+from redi.segments import PAIR_LAYOUT_KEYS
 
 CACHE_FILE = "reference_logps.safetensors"
-
-
-def pair_logps(weight, hidden, labels, bias=None, *, ignore_index=-100, backend="auto",
-               **layout):
-    """(chosen, rejected) summed completion log-probs, ``[B]`` each; the ``loss_fn`` of a
-    ``CausalLMWithFusedLoss`` forward, for the reference model."""
-    pairs = PairedSequences.from_batch(hidden, labels, ignore_index, **layout)
-    sums = pairs.sequence_sums(token_logprobs(pairs.hidden, weight, pairs.labels, bias=bias,
-                                              ignore_index=ignore_index, backend=backend))
-    return sums[pairs.chosen], sums[pairs.rejected]
 
 
 def _layout(batch) -> dict:

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from .files import replace_dir
+from redi.files import replace_dir
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 

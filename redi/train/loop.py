@@ -23,21 +23,21 @@ from pathlib import Path
 
 import torch
 
-from . import losses
-from .checkpoint import (
+from redi import losses
+from redi.train.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
     resolve_resume,
     save_checkpoint,
 )
-from .config import TrainConfig, to_yaml
-from .distributed import Distributed, all_true, finish, init_distributed, shutdown
-from .files import atomic_write_text
-from .modeling import build_model, export_hf
-from .reference import CachedReference, OnlineReference
-from .run_log import RunLog
-from .train_data import TrainData
+from redi.train.config import TrainConfig, to_yaml
+from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
+from redi.files import atomic_write_text
+from redi.train.modeling import build_model, export_hf
+from redi.train.reference import CachedReference, OnlineReference
+from redi.train.run_log import RunLog
+from redi.train.loader import TrainData
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,0 +1,19 @@
+"""Per-pair summed log-probs of the chosen and rejected completions under a linear head: the
+library helper that training (DPO's reference) and evaluation (held-out margins) share."""
+
+from __future__ import annotations
+
+from redi.kernels import token_logprobs
+from redi.segments import PairedSequences
+
+
+def pair_logps(weight, hidden, labels, bias=None, *, ignore_index=-100, backend="auto",
+               **layout):
+    """(chosen, rejected) summed completion log-probs ``sum_t log softmax(h_t W^T + b)[y_t]``,
+    ``[B]`` each, for a padded or packed pair batch (layout as in ``redi.segments``), computed
+    by the fused op without materializing the logits. Used for DPO's reference model and for
+    held-out log-probs in evaluation."""
+    pairs = PairedSequences.from_batch(hidden, labels, ignore_index, **layout)
+    sums = pairs.sequence_sums(token_logprobs(pairs.hidden, weight, pairs.labels, bias=bias,
+                                              ignore_index=ignore_index, backend=backend))
+    return sums[pairs.chosen], sums[pairs.rejected]

@@ -27,9 +27,11 @@ from token_cases import clear_grads, floor_3_matmuls
 
 import redi
 import redi.functional as LF
+from redi.defaults import DPO_BETA, REDI_ALPHA, SIMPO_BETA, SIMPO_GAMMA
 
 LOSSES = ("redi", "dpo", "simpo")
-HPARAMS = {"redi": dict(alpha=0.8), "dpo": dict(beta=0.1), "simpo": dict(beta=2.0, gamma=1.0)}
+HPARAMS = {"redi": dict(alpha=REDI_ALPHA), "dpo": dict(beta=DPO_BETA),
+           "simpo": dict(beta=SIMPO_BETA, gamma=SIMPO_GAMMA)}
 _FUSED = {"redi": "FusedLinearREDILoss", "dpo": "FusedLinearDPOLoss",
           "simpo": "FusedLinearSimPOLoss"}
 

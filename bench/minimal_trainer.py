@@ -14,7 +14,7 @@ optimizer step, which ``redi train`` cannot do (it only offers the fused losses;
 ``impl="ours"`` runs the decoder stack (``model.get_decoder()``) and redi's fused loss on
 ``last_hidden_state`` and the lm_head weight; ``impl="naive"`` computes the full logits with
 the lm_head and the same loss from ``redi.functional`` (``loss_cases.pair_loss``). DPO's
-``reference``: ``"on-the-fly"`` runs a frozen copy of the initial model under no_grad every
+``reference``: ``"online"`` runs a frozen copy of the initial model under no_grad every
 step for the reference log-prob sums (``redi.token_logprobs`` with ``ours``, full logits with
 ``naive``); ``"cached"`` uses precomputed constants, as a trainer that scored the reference
 before training would.
@@ -37,7 +37,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import redi
 
-REFERENCES = ("on-the-fly", "cached")
+REFERENCES = ("online", "cached")
 
 
 def build_policy(shape: ModelShape, dtype, device, seed=0) -> Qwen2ForCausalLM:
@@ -85,7 +85,7 @@ class TrainStep:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.fused = fused_loss(loss, "auto") if impl == "ours" else None
         self.reference_model = (copy.deepcopy(model).requires_grad_(False).eval()
-                                if reference == "on-the-fly" else None)
+                                if reference == "online" else None)
 
     def _reference_logps(self, input_ids, labels):
         if self.reference == "cached":

@@ -8,7 +8,7 @@
 Sections (``SECTIONS``; run in the order given):
 
 * ``loss``: fwd+bwd of head + loss over a sweep of token counts (``loss_level``).
-* ``step``: Stage-2 training steps of a small Qwen2, REDI vs DPO (on-the-fly and cached
+* ``step``: Stage-2 training steps of a small Qwen2, REDI vs DPO (online and cached
   reference) vs SimPO, ours vs naive (``step_level``).
 * ``max-seq``: longest sequence whose REDI step fits a memory budget, naive vs ours.
 * ``trainer``: Stage-2 tokens/s of ``redi train`` itself, REDI vs DPO (online and cached

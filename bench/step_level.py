@@ -4,7 +4,7 @@ Two sections, both driven through ``minimal_trainer`` (one AdamW step that can r
 loss; ``trainer_level`` measures ``redi train`` itself):
 
 * ``step``: median time, tokens/s and peak extra memory of one optimizer step for REDI, DPO
-  with an on-the-fly reference, DPO with a cached reference and SimPO, each with our fused
+  with an online reference, DPO with a cached reference and SimPO, each with our fused
   loss and with the naive full-logits loss, at each sequence length of the settings (all
   eight steps built first, then timed in interleaved rounds by ``measure.measure_cases``).
   "Peak extra" is above the memory kept between steps (weights, optimizer state, reference
@@ -23,7 +23,7 @@ from report import MS, PEAK, Column, Section, add_ratios
 from settings import Settings
 
 # (loss, DPO reference) pairs measured by the step section, and their row labels
-VARIANTS = (("redi", None), ("dpo", "on-the-fly"), ("dpo", "cached"), ("simpo", None))
+VARIANTS = (("redi", None), ("dpo", "online"), ("dpo", "cached"), ("simpo", None))
 IMPLS = ("ours", "naive")
 
 

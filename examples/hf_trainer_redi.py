@@ -23,12 +23,13 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArguments
 
 import redi
+from redi.defaults import REDI_ALPHA
 
 
 class REDITrainer(Trainer):
     """A Trainer whose loss is REDI on the final hidden states, never on full logits."""
 
-    def __init__(self, *args, alpha: float = 0.8, **kwargs):
+    def __init__(self, *args, alpha: float = REDI_ALPHA, **kwargs):
         super().__init__(*args, **kwargs)
         self.redi_loss = redi.FusedLinearREDILoss(alpha=alpha)
 

@@ -1,13 +1,19 @@
 """redi: Reinforcement Distillation (REDI) for small reasoning models.
 
-Public API (imported lazily, so ``import redi`` stays cheap for the data tools):
+Public API (imported lazily, so ``import redi`` stays cheap):
 
 * ``redi.token_logprobs`` / ``redi.weighted_logprob_sum``: fused per-token log-probs of a
   linear head, never materializing the [tokens x vocab] logits (``redi.kernels``);
   ``redi.sequence_group_loss``: a loss of per-sequence sums, one term per pair, single pass.
 * ``redi.FusedLinearREDILoss``, ``FusedLinearDPOLoss``, ``FusedLinearSimPOLoss``,
   ``FusedLinearSFTLoss``: the fused losses, called as ``loss_fn(weight, hidden, labels)``.
+  ``FusedLinearPreferenceLoss``: their base class, to add a preference loss of per-sequence
+  log-prob sums (``docs/custom-loss.md``).
 * ``redi.functional``: the same losses on precomputed per-sequence log-prob sums.
+* ``redi.pair_logps``: (chosen, rejected) summed log-probs of a pair batch, fused.
+
+The core install (torch + triton) is enough for all of these; the data tools, trainer,
+evaluation and demo need extras (``pip install 'redi[train,eval]'``, see pyproject.toml).
 """
 
 from importlib import import_module
@@ -23,6 +29,8 @@ _EXPORTS = {
     "FusedLinearDPOLoss": ("redi.losses", "FusedLinearDPOLoss"),
     "FusedLinearSimPOLoss": ("redi.losses", "FusedLinearSimPOLoss"),
     "FusedLinearSFTLoss": ("redi.losses", "FusedLinearSFTLoss"),
+    "FusedLinearPreferenceLoss": ("redi.losses", "FusedLinearPreferenceLoss"),
+    "pair_logps": ("redi.pair_logprobs", "pair_logps"),
     "functional": ("redi.functional", None),
 }
 

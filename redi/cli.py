@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("redi.train.cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
     "eval": ("redi.eval.cli:main", "pass@1 (with standard error) and pass@k on a benchmark"),
     "export": ("redi.train.export:main", "a training checkpoint to a Hugging Face model directory"),
-    "demo": ("redi.demo.run:main", "the main job: built-in task, SFT, REDI, evaluation, table, plot"),
+    "demo": ("redi.demo.run:main",
+             "the main job: built-in task, SFT, REDI, evaluation, table, plot"),
 }
 
 # The optional-dependency group (pyproject.toml) each command needs beyond the core install.

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from redi.defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
+
 
 def check_redi_args(alpha: float, chosen_coef: float, neg_reweight_gamma: float | None):
     if not 0.0 <= alpha <= 1.0:
@@ -54,7 +56,8 @@ def _reward_metrics(metrics, chosen_rewards, rejected_rewards):
     return metrics
 
 
-def redi_sequence_weights(chosen_lengths, rejected_lengths, *, alpha=0.8, chosen_coef=1.0,
+def redi_sequence_weights(chosen_lengths, rejected_lengths, *, alpha=REDI_ALPHA,
+                          chosen_coef=REDI_CHOSEN_COEF,
                           num_pairs=None):
     """dL/dlp for each chosen and rejected sequence of the (linear) REDI loss.
 
@@ -67,8 +70,9 @@ def redi_sequence_weights(chosen_lengths, rejected_lengths, *, alpha=0.8, chosen
     return -chosen_coef / (b * chosen_lengths), alpha / (b * rejected_lengths)
 
 
-def redi_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *, alpha=0.8,
-              chosen_coef=1.0, neg_reweight_gamma=None, num_pairs=None):
+def redi_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *,
+              alpha=REDI_ALPHA, chosen_coef=REDI_CHOSEN_COEF, neg_reweight_gamma=None,
+              num_pairs=None):
     """REDI (arXiv 2505.24850): reference-free, length-normalized, asymmetric.
 
         L = mean_pairs[ -chosen_coef * n(y_w) + alpha * w * n(y_l) ]
@@ -96,8 +100,8 @@ def redi_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *,
     return loss, metrics
 
 
-def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta=0.1,
-             loss_type="sigmoid", num_pairs=None):
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *,
+             beta=DPO_BETA, loss_type="sigmoid", num_pairs=None):
     """DPO (sigmoid): L = mean_pairs -log sigma(beta [(lp_w - lp_ref_w) - (lp_l - lp_ref_l)]).
 
     Summed (not averaged) log-probs; the reference is the frozen SFT model. Rewards are
@@ -119,8 +123,8 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
                                  chosen_rewards, rejected_rewards)
 
 
-def simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *, beta=2.0,
-               gamma=1.0, num_pairs=None):
+def simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *,
+               beta=SIMPO_BETA, gamma=SIMPO_GAMMA, num_pairs=None):
     """SimPO: L = mean_pairs -log sigma(beta [n(y_w) - n(y_l)] - gamma); reference-free.
 
     Rewards are beta n(y). Paper's Stage-2 baseline: beta = 2, gamma = 1.
@@ -139,7 +143,8 @@ def sft_loss(logps, lengths, *, num_tokens=None):
 
     ``num_tokens`` overrides the denominator (e.g. the global token count of an
     accumulated batch). A batch without completion tokens has loss 0 (as the fused loss).
+    Metrics as ``FusedLinearSFTLoss``: ``nll`` (the loss) and ``tokens`` (completion tokens).
     """
     total = lengths.sum().clamp(min=1) if num_tokens is None else num_tokens
     loss = -logps.sum() / total
-    return loss, {"logps": logps.detach(), "tokens": lengths.detach()}
+    return loss, {"nll": loss.detach(), "tokens": lengths.sum().detach()}

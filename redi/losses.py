@@ -24,14 +24,29 @@ from __future__ import annotations
 import torch
 
 from . import functional as LF
+from .defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 from .kernels import sequence_group_loss, token_logprobs, weighted_logprob_sum
 from .segments import PairedSequences
 
 
-class _FusedLinearPreferenceLoss(torch.nn.Module):
-    """Shared driver: split the batch into pairs, get per-sequence log-prob sums, apply the
-    pair loss from ``redi.functional``. ``single_pass``: a non-linear loss runs
-    ``sequence_group_loss`` instead of the two-pass op (see the module docstring)."""
+class FusedLinearPreferenceLoss(torch.nn.Module):
+    """Base class of the fused preference losses; public, to add one (``docs/custom-loss.md``).
+
+    It splits a padded or packed batch into (chosen, rejected) pairs, computes each
+    sequence's summed completion log-prob ``lp(y) = sum_t log softmax(h_t W^T + b)[y_t]``
+    with the fused op (never the logits) and applies the subclass's loss of those sums::
+
+        pair_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                  num_pairs, **extra) -> (loss, metrics)
+
+    ``*_logps`` are ``[B]`` sums (differentiable), ``*_lengths`` ``[B]`` completion token
+    counts, ``num_pairs`` the normalizer (None: B), ``extra`` the keyword arguments given to
+    ``forward`` beyond the layout (e.g. DPO's reference log-probs); ``metrics`` a dict of
+    detached tensors. A loss linear in the log-probs may also define ``linear_weights``
+    (dL/dlp per chosen and rejected sequence, known before the forward) to get the
+    single-pass op. ``single_pass``: a non-linear loss runs ``sequence_group_loss`` instead of
+    the two-pass op (see the module docstring).
+    """
 
     def __init__(self, ignore_index: int = -100, backend: str = "auto",
                  single_pass: bool = False):
@@ -42,7 +57,7 @@ class _FusedLinearPreferenceLoss(torch.nn.Module):
 
     def pair_loss(self, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
                   num_pairs, **extra):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define pair_loss")
 
     def linear_weights(self, chosen_lengths, rejected_lengths, num_pairs):
         """(dL/dlp chosen, dL/dlp rejected) per pair when the loss is linear, else None."""
@@ -79,7 +94,7 @@ class _FusedLinearPreferenceLoss(torch.nn.Module):
         return loss, metrics
 
 
-class FusedLinearREDILoss(_FusedLinearPreferenceLoss):
+class FusedLinearREDILoss(FusedLinearPreferenceLoss):
     """REDI: mean_pairs[ -chosen_coef lp(y_w)/|y_w| + alpha w lp(y_l)/|y_l| ].
 
     Reference-free; alpha = 0.8 (paper default; 0 = SFT on positives, 1 = symmetric).
@@ -91,7 +106,8 @@ class FusedLinearREDILoss(_FusedLinearPreferenceLoss):
     fused op; with reweighting, ``single_pass`` chooses as for DPO and SimPO.
     """
 
-    def __init__(self, alpha: float = 0.8, chosen_coef: float = 1.0, ignore_index: int = -100,
+    def __init__(self, alpha: float = REDI_ALPHA, chosen_coef: float = REDI_CHOSEN_COEF,
+                 ignore_index: int = -100,
                  backend: str = "auto", neg_reweight_gamma: float | None = None,
                  single_pass: bool = False):
         super().__init__(ignore_index, backend, single_pass)
@@ -113,7 +129,7 @@ class FusedLinearREDILoss(_FusedLinearPreferenceLoss):
                             neg_reweight_gamma=self.neg_reweight_gamma, num_pairs=num_pairs)
 
 
-class FusedLinearDPOLoss(_FusedLinearPreferenceLoss):
+class FusedLinearDPOLoss(FusedLinearPreferenceLoss):
     """DPO (sigmoid) on summed log-probs against a frozen reference.
 
     ``forward(weight, hidden, labels, bias=None, *, ref_chosen_logps, ref_rejected_logps)``
@@ -121,7 +137,8 @@ class FusedLinearDPOLoss(_FusedLinearPreferenceLoss):
     best Stage-2 setting on its data: beta = 0.001, lr 2e-7.
     """
 
-    def __init__(self, beta: float = 0.1, loss_type: str = "sigmoid", ignore_index: int = -100,
+    def __init__(self, beta: float = DPO_BETA, loss_type: str = "sigmoid",
+                 ignore_index: int = -100,
                  backend: str = "auto", single_pass: bool = False):
         super().__init__(ignore_index, backend, single_pass)
         LF.check_beta(beta)
@@ -135,13 +152,14 @@ class FusedLinearDPOLoss(_FusedLinearPreferenceLoss):
                            beta=self.beta, loss_type=self.loss_type, num_pairs=num_pairs)
 
 
-class FusedLinearSimPOLoss(_FusedLinearPreferenceLoss):
+class FusedLinearSimPOLoss(FusedLinearPreferenceLoss):
     """SimPO: mean_pairs -log sigma(beta [lp(y_w)/|y_w| - lp(y_l)/|y_l|] - gamma).
 
     Reference-free; the paper's Stage-2 baseline uses beta = 2, gamma = 1, lr 5e-7.
     """
 
-    def __init__(self, beta: float = 2.0, gamma: float = 1.0, ignore_index: int = -100,
+    def __init__(self, beta: float = SIMPO_BETA, gamma: float = SIMPO_GAMMA,
+                 ignore_index: int = -100,
                  backend: str = "auto", single_pass: bool = False):
         super().__init__(ignore_index, backend, single_pass)
         LF.check_beta(beta)

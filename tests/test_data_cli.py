@@ -54,7 +54,8 @@ def prepare_cli(tmp_path, lines, *flags):
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    code = main(["prepare", "--input", str(source), "--output", str(out), "--no-progress", *flags])
+    code = main(["prepare", "--input", str(source), "--output-dir", str(out), "--no-progress",
+                 *flags])
     return code, source, out
 
 
@@ -100,7 +101,7 @@ def test_trl_rows_are_validated_too(tmp_path, capsys):
 def test_missing_file_is_an_error_even_with_skip_invalid(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     for flags in ([], ["--skip-invalid"]):
-        assert main(["prepare", "--input", str(missing), "--output", str(tmp_path / "o"),
+        assert main(["prepare", "--input", str(missing), "--output-dir", str(tmp_path / "o"),
                      *flags]) == 2
         err = capsys.readouterr().err
         assert err == f"redi prepare: error: {missing}: no such file or directory\n"
@@ -130,7 +131,7 @@ def test_unknown_format_is_an_error(tmp_path, capsys):
 def test_100k_traces_prepare_within_60_seconds(tmp_path, capsys):
     raw = write_task(tmp_path, num_problems=25_000, num_test=10, seed=1, generations=4)["raw"]
     started = time.perf_counter()
-    code = main(["prepare", "--input", str(raw), "--output", str(tmp_path / "out"),
+    code = main(["prepare", "--input", str(raw), "--output-dir", str(tmp_path / "out"),
                  "--no-progress"])
     seconds = time.perf_counter() - started
     assert code == 0
@@ -140,3 +141,30 @@ def test_100k_traces_prepare_within_60_seconds(tmp_path, capsys):
     with capsys.disabled():
         print(f"\n100k traces (25k problems x 4) prepared in {seconds:.1f} s")
     assert seconds <= 60
+
+
+def test_old_flag_spellings_work_with_a_deprecation_message(tmp_path, capsys):
+    lines = [json.dumps(GOOD)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    code = main(["prepare", "--input", str(source), "--output", str(tmp_path / "old"),
+                 "--max-prompt-tokens", "0", "--max-response-tokens", "5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "old" / "stats.json").is_file()
+    assert "--output is deprecated" in err and "use --output-dir" in err
+    assert "--max-prompt-tokens is deprecated" in err and "use --max-prompt-length" in err
+    new_code = main(["prepare", "--input", str(source), "--output-dir", str(tmp_path / "new"),
+                     "--max-prompt-length", "0", "--max-response-length", "5", "--no-progress"])
+    assert new_code == 0
+    old_stats = json.loads((tmp_path / "old" / "stats.json").read_text())
+    new_stats = json.loads((tmp_path / "new" / "stats.json").read_text())
+    for key in ("options", "rows", "sft", "pairs"):
+        assert old_stats[key] == new_stats[key], key
+    assert old_stats["options"]["max_response_tokens"] == 5
+
+
+def test_output_dir_is_required_in_either_spelling(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--builtin"])
+    assert exit_info.value.code == 2
+    assert "--output-dir" in capsys.readouterr().err

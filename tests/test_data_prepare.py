@@ -168,7 +168,7 @@ def test_trl_formats_are_accepted_as_they_are(tmp_path, formatter):
 
 def test_builtin_command_writes_the_task_and_its_prepared_files(tmp_path, capsys):
     out = tmp_path / "task"
-    assert main(["prepare", "--builtin", "--output", str(out), "--num-problems", "200",
+    assert main(["prepare", "--builtin", "--output-dir", str(out), "--num-problems", "200",
                  "--num-test", "20", "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "pairs.jsonl", "raw.jsonl", "sft.jsonl", "stats.json", "test.jsonl", "test_pairs.jsonl"]

@@ -106,7 +106,7 @@ def test_missing_field_names_row_and_field(tmp_path, capsys):
                     json.dumps({"problem": "b"}) + "\n")
     with pytest.raises(DataError, match=r"math500.jsonl: row 2: field 'answer'"):
         load_benchmark(path)
-    code = redi_main(["eval", "--model", str(tmp_path), "--data", str(path), "--output",
+    code = redi_main(["eval", "--model", str(tmp_path), "--data", str(path), "--output-dir",
                       str(tmp_path / "out")])
     assert code == 2
     err = capsys.readouterr().err
@@ -139,7 +139,7 @@ def builtin_test_file(tmp_path):
 
 
 def run_eval(model_dir, data, out, samples):
-    return redi_main(["eval", "--model", str(model_dir), "--data", str(data), "--output",
+    return redi_main(["eval", "--model", str(model_dir), "--data", str(data), "--output-dir",
                       str(out), "--benchmark", "builtin", "--samples", str(samples),
                       "--max-new-tokens", "24", "--prompt", "plain", "--no-progress"])
 
@@ -261,7 +261,7 @@ def test_rerun_with_other_sampling_settings_is_refused(tiny_model_dir, builtin_t
     out = tmp_path / "out"
     assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 0
     code = redi_main(["eval", "--model", str(tiny_model_dir), "--data", str(builtin_test_file),
-                      "--output", str(out), "--benchmark", "builtin", "--samples", "1",
+                      "--output-dir", str(out), "--benchmark", "builtin", "--samples", "1",
                       "--max-new-tokens", "24", "--prompt", "plain", "--no-progress",
                       "--temperature", "1.0"])
     assert code == 2

@@ -130,6 +130,18 @@ def test_sft_matches_formula_float64(backend):
     assert int(metrics["tokens"]) == int((labels != -100).sum())
 
 
+def test_sft_fused_and_functional_report_the_same_metrics():
+    hidden, weight, _, labels = preference_batch(seed=3)
+    fused, fused_metrics = redi.FusedLinearSFTLoss(backend="torch")(weight, hidden, labels)
+    mask = labels != -100
+    sums = (redi.token_logprobs(hidden, weight, labels, backend="torch") * mask).sum(-1)
+    plain, plain_metrics = redi.functional.sft_loss(sums, mask.sum(-1))
+    torch.testing.assert_close(plain, fused)
+    assert sorted(plain_metrics) == sorted(fused_metrics) == ["nll", "tokens"]
+    torch.testing.assert_close(plain_metrics["nll"], fused_metrics["nll"])
+    assert int(plain_metrics["tokens"]) == int(fused_metrics["tokens"]) == int(mask.sum())
+
+
 def test_sft_with_no_completion_token_is_zero():
     hidden, weight, _, labels = preference_batch()
     labels.fill_(-100)

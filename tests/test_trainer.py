@@ -97,7 +97,7 @@ def test_two_processes_match_one_process(data_dir, sft_export, tmp_path):
         assert two[step]["grad_norm"] == pytest.approx(one[step]["grad_norm"], rel=1e-4)
     # a two-process checkpoint exports from one process (weights reshard): same weights
     result = run_cli(["export", "--checkpoint", tmp_path / "two" / "checkpoints" / "step_00000003",
-                      "--output", tmp_path / "exported"])
+                      "--output-dir", tmp_path / "exported"])
     assert result.returncode == 0, result.stderr[-3000:]
     exported = load_file(tmp_path / "exported" / "model.safetensors")
     final = load_file(tmp_path / "two" / "final" / "model.safetensors")

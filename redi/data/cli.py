@@ -1,8 +1,8 @@
 """``redi prepare``: build sft.jsonl, pairs.jsonl and stats.json from raw rows, or
 generate the built-in task and prepare it.
 
-    redi prepare --input PATH --output DIR [--tokenizer DIR] [--skip-invalid] [...]
-    redi prepare --builtin --output DIR [--num-problems N] [--num-test M] [--task-seed S]
+    redi prepare --input PATH --output-dir DIR [--tokenizer DIR] [--skip-invalid] [...]
+    redi prepare --builtin --output-dir DIR [--num-problems N] [--num-test M] [--task-seed S]
 
 Bad input prints one line naming the file, row and field, and exits with status 2.
 """
@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from redi.cli_options import add_option, add_output_dir
 from redi.data import openr1
 from redi.data.errors import DataError
 from redi.data.formatting import TEMPLATES
@@ -36,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--input", help="a JSONL/JSON/Parquet/Arrow file, a saved dataset "
                                         "directory, or a directory of such files")
     source.add_argument("--builtin", action="store_true",
-                        help="generate the built-in task into --output (raw.jsonl, test.jsonl, "
+                        help="generate the built-in task into --output-dir (raw.jsonl, test.jsonl, "
                              "test_pairs.jsonl) and prepare it")
-    parser.add_argument("--output", required=True, help="output directory")
+    add_output_dir(parser, "output directory")
     parser.add_argument("--tokenizer", help="local Hugging Face tokenizer directory for the "
                                             "token counts (default: the built-in tokenizer)")
     parser.add_argument("--template", choices=TEMPLATES, default="auto",
@@ -51,11 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shuffle seed of the kept problems (default 42)")
     parser.add_argument("--drop-source", action="append", metavar="NAME",
                         help="a source to drop (repeatable; default: cn_k12)")
-    parser.add_argument("--max-prompt-tokens", type=_limit, default=openr1.MAX_PROMPT_TOKENS,
-                        help="drop pairs with a longer prompt (0: no limit; default 800)")
-    parser.add_argument("--max-response-tokens", type=_limit,
-                        default=openr1.MAX_RESPONSE_TOKENS,
-                        help="drop pairs with a longer response (0: no limit; default 19000)")
+    add_option(parser, "--max-prompt-length", renamed_from="--max-prompt-tokens", type=_limit,
+               default=openr1.MAX_PROMPT_TOKENS,
+               help="drop pairs with a longer prompt, in tokens (0: no limit; default 800)")
+    add_option(parser, "--max-response-length", renamed_from="--max-response-tokens",
+               type=_limit, default=openr1.MAX_RESPONSE_TOKENS,
+               help="drop pairs with a longer response, in tokens (0: no limit; "
+                    "default 19000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     task = parser.add_argument_group("built-in task (with --builtin)")
     task.add_argument("--num-problems", type=int, default=20_000)
@@ -78,19 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         options = PrepareOptions(
             input_format=args.format, skip_invalid=args.skip_invalid, shuffle_seed=args.seed,
             dropped_sources=tuple(args.drop_source or openr1.DROPPED_SOURCES),
-            max_prompt_tokens=args.max_prompt_tokens,
-            max_response_tokens=args.max_response_tokens, progress=not args.no_progress)
+            max_prompt_tokens=args.max_prompt_length,
+            max_response_tokens=args.max_response_length, progress=not args.no_progress)
         if args.builtin:
             stats = prepare_builtin_task(
-                args.output, formatter, args.num_problems, args.num_test, args.task_seed,
+                args.output_dir, formatter, args.num_problems, args.num_test, args.task_seed,
                 options, generations=args.generations, max_digits=args.max_digits,
                 max_operands=args.max_operands)
         else:
-            stats = prepare(args.input, args.output, formatter, options)
+            stats = prepare(args.input, args.output_dir, formatter, options)
     except (DataError, ValueError) as error:
         print(f"redi prepare: error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.output)
+    out = Path(args.output_dir)
     written = ", ".join(f"{out / name}.jsonl ({stats[name]['written']} rows)"
                         for name in ("sft", "pairs") if name in stats)
     print(f"read {stats['rows']['read']} rows ({stats['rows']['invalid']} invalid, "

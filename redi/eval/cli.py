@@ -1,6 +1,6 @@
 """``redi eval``: pass@k of a model on a benchmark file.
 
-    redi eval --model DIR --data FILE --output OUT [--samples 16] [--temperature 0.6]
+    redi eval --model DIR --data FILE --output-dir OUT [--samples 16] [--temperature 0.6]
               [--top-p 0.95] [--max-new-tokens N] [--backend hf|vllm] [--benchmark NAME]
 
 Rerunning with the same OUT skips finished samples. A bad benchmark file prints one line
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from redi.cli_options import add_output_dir
+
 from .benchmarks import BENCHMARKS
 
 
@@ -19,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="redi eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a Hugging Face model directory")
     p.add_argument("--data", required=True, help="a benchmark file (JSONL/JSON/Parquet)")
-    p.add_argument("--output", required=True, help="output directory (resumable)")
+    add_output_dir(p, "output directory (resumable)")
     p.add_argument("--benchmark", choices=BENCHMARKS, default="auto",
                    help="schema of --data (auto: from the file name)")
     p.add_argument("--samples", type=int, default=16, help="samples per problem (k)")
@@ -55,7 +57,7 @@ def main(argv: list[str]) -> int:
         sampling=SamplingSettings(args.temperature, args.top_p, args.max_new_tokens,
                                   args.seed))
     try:
-        summary = evaluate(args.model, args.data, args.output, args.benchmark, options,
+        summary = evaluate(args.model, args.data, args.output_dir, args.benchmark, options,
                            progress=not args.no_progress)
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"redi eval: {err}", file=sys.stderr)

@@ -68,7 +68,7 @@ def check_same_settings(path: Path, settings: dict) -> None:
         if changed:
             raise ValueError(f"{path.parent} holds samples drawn with other settings "
                              f"({', '.join(changed)}: {[stored.get(k) for k in changed]}); "
-                             "use another --output")
+                             "use another --output-dir")
     else:
         atomic_write_text(path, json.dumps(settings, indent=1))
 

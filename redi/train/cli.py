@@ -26,8 +26,8 @@ def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
 
 
 def _run(config) -> int:
-    from redi.train.checkpoint import CheckpointError
     from redi.data.errors import DataError
+    from redi.train.checkpoint import CheckpointError
     from redi.train.loop import TrainingDiverged, train
 
     try:

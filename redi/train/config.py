@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from redi.defaults import REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_GAMMA
 from redi.functional import check_beta, check_redi_args
 
 
@@ -47,11 +48,11 @@ class TrainConfig:
     grad_clip: float = 1.0
 
     # Loss hyperparameters (Stage 2).
-    alpha: float = 0.8  # REDI negative weight
-    chosen_coef: float = 1.0  # REDI positive weight
+    alpha: float = REDI_ALPHA  # REDI negative weight
+    chosen_coef: float = REDI_CHOSEN_COEF  # REDI positive weight
     neg_reweight_gamma: float | None = None  # REDI optional negative reweighting
-    beta: float | None = None  # DPO (default 0.1) / SimPO (default 2.0)
-    gamma: float = 1.0  # SimPO margin
+    beta: float | None = None  # DPO / SimPO; null = the loss default (redi.defaults)
+    gamma: float = SIMPO_GAMMA  # SimPO margin
     reference: str = "cached"  # DPO reference log-probs: cached (once, on disk) | online
 
     # System.

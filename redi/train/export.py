@@ -1,6 +1,6 @@
 """``redi export``: a training checkpoint (DCP shards) to a Hugging Face model directory.
 
-    redi export --checkpoint runs/x/checkpoints/step_00000120 --output runs/x/step120
+    redi export --checkpoint runs/x/checkpoints/step_00000120 --output-dir runs/x/step120
 
 The run's ``config.yaml`` (two levels above the checkpoint) says which model to build.
 """
@@ -11,9 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from redi.cli_options import add_output_dir
+from redi.data.errors import DataError
 from redi.train.checkpoint import CheckpointError, load_checkpoint
 from redi.train.config import ConfigError, build_config
-from redi.data.errors import DataError
 from redi.train.distributed import finish, init_distributed, shutdown
 from redi.train.modeling import build_model, export_hf
 
@@ -42,10 +43,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="redi export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a step_XXXXXXXX directory")
-    parser.add_argument("--output", required=True, help="the model directory to write")
+    add_output_dir(parser, "the model directory to write")
     args = parser.parse_args(argv)
     try:
-        print(export_checkpoint(args.checkpoint, args.output))
+        print(export_checkpoint(args.checkpoint, args.output_dir))
     except (CheckpointError, ConfigError, DataError, FileNotFoundError) as err:
         print(f"redi export: {err}", file=sys.stderr)
         return 2

@@ -18,16 +18,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from redi.train.config import ConfigError, TrainConfig
 from redi.data.batching import make_collator
 from redi.data.formatting import IGNORE_INDEX, Formatter
 from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
 from redi.data.tokenized import load_pairs, load_sft
 from redi.data.tokenizer import load_tokenizer
+from redi.segments import PAIR_LAYOUT_KEYS
+from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
 from redi.train.modeling import flash_attn_available
-from redi.segments import PAIR_LAYOUT_KEYS
 
 BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
 BUILTIN_TEST = 500

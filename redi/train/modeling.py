@@ -17,8 +17,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from redi.train.config import ConfigError, TrainConfig
 from redi.files import replace_dir
+from redi.train.config import ConfigError, TrainConfig
 
 
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:

@@ -231,7 +231,8 @@ def _check_consistency(c: TrainConfig):
 
 def describe(config: TrainConfig) -> str:
     """One line of the settings that shape the optimization (printed at the start)."""
-    keys = _DESCRIBED + _LOSS_KEYS[config.loss]
+    keys = [k for k in _DESCRIBED + _LOSS_KEYS[config.loss]
+            if not (config.loss == "sft" and k == "max_prompt_length")]
     settings = " ".join(f"{k}={getattr(config, k)}" for k in keys)
     overrides = f" model_overrides={config.model_overrides}" if config.model_overrides else ""
     return f"loss={config.loss} {settings}{overrides}"

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from redi import losses
+from redi.eval.defaults import write_training_prompt
+from redi.files import atomic_write_text
 from redi.train.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -33,13 +35,11 @@ from redi.train.checkpoint import (
 )
 from redi.train.config import TrainConfig, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
-from redi.files import atomic_write_text
+from redi.train.loader import TrainData
 from redi.train.modeling import build_model, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_log import RunLog
-from redi.train.loader import TrainData
 from redi.train.step_metrics import StepMetrics, parameter_snapshot, update_norm
-from redi.eval.defaults import write_training_prompt
 
 
 class TrainingDiverged(RuntimeError):

@@ -98,24 +98,32 @@ def test_dpo_logs_its_sigmoid_coefficient(setup):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["model_overrides.rope_thetaa=1"], "did you mean 'rope_theta'"),
-    (["model_config.hidden_sz=64"], "model_config.hidden_sz is not a setting of a qwen2"),
-    (["model_config.vocab_size=100", "model_config.hidden_size=32",
-      "model_config.num_hidden_layers=1", "model_config.num_attention_heads=4",
-      "model_config.intermediate_size=64", "model_config.num_key_value_heads=2"],
-     "vocab_size 100 is smaller than the tokenizer's"),
+    (["model=base", "model_overrides.rope_thetaa=1"], "did you mean 'rope_theta'"),
     (["model=short"], "more than the model's max_position_embeddings 64"),
+    (["model_config.vocab_size=100", "model_config.hidden_size=32",
+      "model_config.num_attention_heads=4"], "vocab_size 100 is smaller than the tokenizer's"),
 ])
-def test_bad_model_settings_are_one_line_errors(setup, args, message):
-    args = [a.replace("model=short", f"model={setup / 'short'}") for a in args]
-    if not any(a.startswith(("model=", "model_config.vocab")) for a in args):
-        args.append(f"model={setup / 'base'}")
-    if args[0].startswith("model_config.hidden_sz"):
-        args = args[:1]
-    result = cli("sft", f"data={setup / 'data'}", f"output_dir={setup / 'bad'}",
-                 "max_steps=1", *SMALL, *args)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_model_checks_before_training(setup, args, message):
+    from redi.train.distributed import Distributed
+    from redi.train.loader import TrainData
+
+    args = [a.replace("=base", f"={setup / 'base'}").replace("=short", f"={setup / 'short'}")
+            for a in args]
+    config = build_config(None, [f"data={setup / 'data'}", f"output_dir={setup / 'x'}",
+                                 "loss=sft", *SMALL, *args])
+    with pytest.raises(ConfigError, match=message):
+        TrainData(config, Distributed(rank=0, world_size=1, device=torch.device("cpu")))
+
+
+def test_model_errors_are_one_line_on_the_command_line(setup):
+    result = cli("sft", f"data={setup / 'data'}", f"output_dir={setup / 'bad'}", "max_steps=1",
+                 *SMALL, "model_config.vocab_size=100")
+    assert result.returncode == 2
+    assert "vocab_size 100 is smaller than the tokenizer's 322 tokens" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(ConfigError, match="model_config.hidden_sz is not a setting of a qwen2 "
+                                          "config .* did you mean 'hidden_size'"):
+        build_config(None, ["model_config.hidden_sz=64"])
 
 
 def test_model_config_cannot_go_with_a_loaded_model():
@@ -150,5 +158,9 @@ def test_sft_keeps_long_prompts_whole_and_counts_cut_rows():
     text = tokenizer.decode(example["input_ids"])
     assert text.startswith("<|im_start|>user\n" + problem)  # prompt whole, from its head
     assert len(example["input_ids"]) == 120 and formatter.cut_sequences == 1
+    # a prompt longer than max_length: cut, and counted as keeping no trained token
+    formatter.encode_sft([[{"role": "user", "content": problem * 3},
+                           {"role": "assistant", "content": trace}]])
+    assert formatter.cut_sequences == 2 and formatter.untrained == 1
     stage2 = make_formatter(build_config(None, ["loss=redi", "model=x"]), tokenizer)
     assert stage2.max_prompt_length == 800  # the pair limit stays in Stage 2

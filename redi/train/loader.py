@@ -29,7 +29,7 @@ from redi.data.tokenizer import load_tokenizer
 from redi.segments import PAIR_LAYOUT_KEYS
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
-from redi.train.model_spec import check_fits, hf_config
+from redi.train.model_spec import check_positions, check_vocabulary, hf_config
 from redi.train.modeling import flash_attn_available
 
 BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
@@ -88,21 +88,24 @@ class TrainData:
         self.kind = "sft" if config.loss == "sft" else "pairs"
         self.tokenizer = load_tokenizer(tokenizer_source(config))
         model_config = hf_config(config)  # model_config / model_overrides errors come first
+        check_vocabulary(model_config, self.tokenizer)
         formatter = make_formatter(config, self.tokenizer)
         path = self._data_dir(formatter) / ("sft.jsonl" if self.kind == "sft" else "pairs.jsonl")
         if not path.is_file():
             raise ConfigError(f"data={config.data}: {path} does not exist (run `redi prepare`)")
         self.path = path
         self.dataset = (load_sft if self.kind == "sft" else load_pairs)(path, formatter)
-        check_fits(model_config, self.tokenizer, formatter.longest)
+        check_positions(model_config, formatter.longest)
         if formatter.cut_sequences and env.is_main:
             total = len(self.dataset) * (1 if self.kind == "sft" else 2)
             what = (f"longer than max_length={config.max_length}: their ends were cut, the "
                     "prompts kept whole" if self.kind == "sft" else
                     f"with a prompt over max_prompt_length={config.max_prompt_length} or "
                     f"longer than max_length={config.max_length}: cut keeping their ends")
+            lost = (f" ({formatter.untrained} of them kept no trained token)"
+                    if formatter.untrained else "")
             print(f"redi: {formatter.cut_sequences} of {total} {self.kind} sequences were "
-                  f"{what}", file=sys.stderr)
+                  f"{what}{lost}", file=sys.stderr)
         self.training_prompt = training_prompt(path)
         per_step = config.micro_batch_size * env.world_size
         if config.global_batch_size % per_step:

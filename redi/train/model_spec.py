@@ -88,12 +88,16 @@ def hf_config(config: TrainConfig):
     return loaded
 
 
-def check_fits(hf, tokenizer, longest_sequence: int) -> None:
-    """The vocabulary covers the tokenizer; the longest sequence fits the positions."""
+def check_vocabulary(hf, tokenizer) -> None:
+    """The model's vocabulary covers every token id of the tokenizer."""
     vocab = getattr(hf, "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise ConfigError(f"the model's vocab_size {vocab} is smaller than the tokenizer's "
                           f"{len(tokenizer)} tokens: set a vocab_size >= {len(tokenizer)}")
+
+
+def check_positions(hf, longest_sequence: int) -> None:
+    """The longest training sequence fits the model's positions."""
     positions = getattr(hf, "max_position_embeddings", None)
     if positions is not None and longest_sequence > positions:
         raise ConfigError(

@@ -100,3 +100,16 @@ def test_cap_new_tokens():
     assert cap_new_tokens(300, 200, 50)[0] == 150
     with pytest.raises(ValueError, match="longest prompt has 250 tokens"):
         cap_new_tokens(10, 200, 250)
+
+
+def test_evaluate_without_a_grader_uses_the_benchmarks_default(small_context_model, tmp_path):
+    from redi.eval.generation import SamplingSettings
+    from redi.eval.runner import EvalOptions, evaluate
+
+    data = problems_file(tmp_path / "test.jsonl")
+    options = EvalOptions(samples=1, prompt_style="plain",
+                          sampling=SamplingSettings(max_new_tokens=4))
+    assert evaluate(str(small_context_model), str(data), str(tmp_path / "b"), "builtin",
+                    options, progress=False)["grader"] == "exact"
+    assert evaluate(str(small_context_model), str(data), str(tmp_path / "g"), "auto",
+                    options, progress=False)["grader"] == "rllm"

@@ -13,7 +13,7 @@ the completion started by ``<think>\\n``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from redi.data.errors import DataError
@@ -23,6 +23,7 @@ from redi.files import atomic_write_text
 
 from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
+from .defaults import default_grader
 from .generation import SamplingSettings, make_generator, sample_seed
 from .scoring import mean_pass_at_k, pass1_with_stderr
 
@@ -36,7 +37,8 @@ class EvalOptions:
     think: bool = True
     batch_size: int = 32
     limit: int | None = None  # evaluate the first N problems only
-    grader: str = "rllm"  # see redi.eval.answers: rllm | math-verify | exact
+    grader: str | None = None  # rllm | math-verify | exact; None: exact for the built-in
+    # task, else rllm (redi.eval.defaults.default_grader)
 
 
 def read_samples(path: Path) -> dict[tuple[str, int], dict]:
@@ -104,6 +106,7 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     """Run (or finish) an evaluation; returns the summary written to OUT/summary.json."""
     problems = load_benchmark(data_path, benchmark)[: options.limit]
     benchmark = benchmark if benchmark != "auto" else (detect_benchmark(data_path) or "generic")
+    options = replace(options, grader=options.grader or default_grader(benchmark))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"

@@ -10,12 +10,10 @@ from redi.data.builtin_task import (
     MISTAKES,
     Mistake,
     check_answer,
-    extract_boxed,
     generate_rows,
     generate_test,
     generate_test_pairs,
     is_test_problem,
-    normalize_answer,
     possible_mistakes,
     render_trace,
     sample_operands,
@@ -30,6 +28,8 @@ from redi.data.tokenizer import (
     build_builtin_tokenizer,
     load_tokenizer,
 )
+from redi.eval.answers import extract_boxed
+from redi.eval.answers import whole_number as normalize_answer
 
 CORRECT_358_274 = ("<think>\n"
                    "units: 8 + 4 = 12, write 2, carry 1\n"

@@ -38,14 +38,15 @@ def test_extract_boxed_keeps_nested_braces_and_takes_the_last():
     text = r"first \boxed{1}, then \boxed{\frac{\sqrt{3}}{2}} done"
     assert extract_boxed(text) == r"\frac{\sqrt{3}}{2}"
     assert extract_boxed("no answer here") is None
-    assert extract_boxed(r"\boxed{2} and an unclosed \boxed{3") == "2"
+    # a last box cut off before its brace closes is no answer (for every grader)
+    assert extract_boxed(r"\boxed{2} and an unclosed \boxed{3") is None
 
 
 def test_no_answer_is_wrong():
     assert grade("5", "I think it is five.") == (None, False)
-    assert grade("632", r"... \boxed{632}", builtin=True) == ("632", True)
-    assert grade("632", r"\boxed{0632}", builtin=True) == ("0632", True)
-    assert grade("632", r"\boxed{633}", builtin=True) == ("633", False)
+    assert grade("632", r"... \boxed{632}", grader="exact") == ("632", True)
+    assert grade("632", r"\boxed{0632}", grader="exact") == ("0632", True)
+    assert grade("632", r"\boxed{633}", grader="exact") == ("633", False)
 
 
 def brute_force_pass_at_k(verdicts, k):

@@ -38,11 +38,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from redi.eval.answers import is_correct
 
 SOURCE = "builtin_addition"
 COLUMN_NAMES = ("units", "tens", "hundreds", "thousands")
@@ -257,32 +258,7 @@ def write_task(output_dir: str | Path, num_problems: int, num_test: int, seed: i
     }
 
 
-_BOXED = "\\boxed{"
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (nested braces allowed), None when absent."""
-    start = text.rfind(_BOXED)
-    if start < 0:
-        return None
-    depth, i = 1, start + len(_BOXED)
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
-
-
-def normalize_answer(answer: str) -> str | None:
-    """A whole number in canonical form ("0632", "$1,234$ " -> "632", "1234"), else None."""
-    cleaned = re.sub(r"[\s$,]|\\[,!; ]", "", answer).rstrip(".")
-    if not re.fullmatch(r"[+-]?\d+", cleaned):
-        return None
-    return str(int(cleaned))
-
-
 def check_answer(completion: str, answer: str) -> bool:
-    """Whether the completion's last boxed answer equals the reference answer."""
-    boxed = extract_boxed(completion)
-    predicted = normalize_answer(boxed) if boxed is not None else None
-    return predicted is not None and predicted == normalize_answer(answer)
+    """Whether the completion's last boxed answer equals the reference answer: the exact
+    grader of ``redi.eval.is_correct``, the one the evaluation of this task uses."""
+    return is_correct(completion, answer, grader="exact")

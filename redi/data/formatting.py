@@ -128,6 +128,9 @@ class Formatter:
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
         self.truncation = truncation
         self.turn_end_id = self._find_turn_end()
+        # over the sequences ``finish`` has made: how many were cut, how many of those kept
+        # no trained token (a prompt as long as max_length), the longest kept
+        self.cut_sequences, self.untrained, self.longest = 0, 0, 0
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -221,6 +224,10 @@ class Formatter:
         """Truncate and shift: the ``input_ids`` and ``labels`` a batch is made of."""
         ids, trained = truncate(encoded, self.max_length, self.max_prompt_length,
                                 self.truncation)
+        cut = len(ids) < len(encoded.input_ids)
+        self.cut_sequences += cut
+        self.untrained += cut and not any(trained[1:])
+        self.longest = max(self.longest, len(ids))
         return {"input_ids": ids, "labels": shift_labels(ids, trained)}
 
     def encode_sft(self, conversations: Sequence[list[dict]]) -> list[dict[str, list[int]]]:

@@ -25,11 +25,19 @@ MAX_PROMPT_TOKENS = 800
 MAX_RESPONSE_TOKENS = 19_000
 
 
-def filter_reason(row: OpenR1Row, dropped_sources=DROPPED_SOURCES) -> str | None:
-    """Why a problem is filtered out (the first rule it fails), or None to keep it."""
-    if row.source in dropped_sources:
+def filter_reason(record: dict, dropped_sources=DROPPED_SOURCES) -> str | None:
+    """Why a raw row is filtered out (the first rule it fails), or None to keep it.
+
+    Applied before the row is validated, so a malformed row of a dropped source or of an
+    invalid problem is counted under its filter and never stops a run. A ``source`` or
+    ``problem_is_valid`` that is missing or of the wrong type is left to validation."""
+    source = record.get("source")
+    if isinstance(source, str) and source in dropped_sources:
         return "dropped_source"
-    if (row.problem_is_valid or "").strip().lower() != "yes":
+    if "problem_is_valid" not in record:
+        return None
+    valid = record["problem_is_valid"]
+    if (valid is None or isinstance(valid, str)) and (valid or "").strip().lower() != "yes":
         return "problem_not_valid"
     return None
 

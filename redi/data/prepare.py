@@ -17,7 +17,10 @@ Outputs (written to temporary names, then renamed, so a failed run leaves no par
 
 OpenR1 rows are written in the order of the seed-42 shuffle of the kept problems; TRL rows
 in input order. Token lengths (for the pair limits and the statistics) are counted with the
-formatter's tokenizer and chat template, untruncated.
+formatter's tokenizer and chat template, untruncated. A response is counted as the public
+code of the paper counts it: the response rendered alone through the chat template (with
+the system block the template adds) plus one token, i.e. its trained tokens plus the
+template's overhead (``response_count_extra``, recorded in ``stats.json``).
 """
 
 from __future__ import annotations
@@ -96,6 +99,17 @@ def _percentiles(values: list[int]) -> dict:
     return stats | {"max": int(a.max())}
 
 
+def response_count_extra(formatter: Formatter) -> int:
+    """Tokens the paper's public code counts in a response beyond the trained ones
+    (content + end-of-turn): it counts the response rendered alone through the chat
+    template (system block, role header, the newline after the turn) plus one."""
+    probe = "1"
+    rendered = formatter.render([_assistant(probe)])
+    ids = formatter.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    content = formatter.tokenizer(probe, add_special_tokens=False)["input_ids"]
+    return len(ids) + 1 - (len(content) + 1)
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
@@ -120,17 +134,24 @@ class _Preparer:
         self.read, self.kept, self.null_verdicts = 0, 0, 0
         self.invalid = InvalidRows(options.skip_invalid)
         self.filtered: Counter[str] = Counter()
+        self.response_extra = response_count_extra(formatter)
         self.dropped = {"sft": Counter(), "pairs": Counter()}
         self.lengths = {"sft": {"prompt": [], "response": [], "total": []},
                         "pairs": {"prompt": [], "chosen": [], "rejected": []}}
 
     def parse(self, items: Iterable[Row | DataError]) -> Iterator[tuple[Row, object]]:
-        """Valid rows with their parsed form; bad ones raised or counted."""
+        """Valid rows with their parsed form; bad ones raised or counted. OpenR1 rows meet
+        the source and validity filters first (``openr1.filter_reason``)."""
         for item in items:
             self.read += 1
             try:
                 if isinstance(item, DataError):
                     raise item
+                if self.fmt == "openr1" and isinstance(item.data, dict):
+                    reason = openr1.filter_reason(item.data, self.options.dropped_sources)
+                    if reason:
+                        self.filtered[reason] += 1
+                        continue
                 yield item, PARSERS[self.fmt](item)
             except DataError as error:
                 self.invalid.reject(error)
@@ -147,7 +168,8 @@ class _Preparer:
             self.lengths["sft"][name].append(n)
 
     def add_pair(self, key: int, record: dict, chosen: Encoded, rejected: Encoded) -> None:
-        counts = (chosen.prompt_length, chosen.completion_length, rejected.completion_length)
+        counts = (chosen.prompt_length, chosen.completion_length + self.response_extra,
+                  rejected.completion_length + self.response_extra)
         reason = openr1.pair_length_reason(*counts, self.options.max_prompt_tokens,
                                            self.options.max_response_tokens)
         if reason:
@@ -160,10 +182,6 @@ class _Preparer:
     def add_openr1_rows(self, chunk: list[tuple[Row, object]]) -> None:
         todo = []
         for row, r in chunk:
-            reason = openr1.filter_reason(r, self.options.dropped_sources)
-            if reason:
-                self.filtered[reason] += 1
-                continue
             self.null_verdicts += sum(v is None for v in r.llama_verification) + sum(
                 v is None for v in r.math_verify_reparsed_answer)
             todo.append((self.kept, row, r, *openr1.first_traces(r)))
@@ -218,6 +236,7 @@ class _Preparer:
             "invalid": dict(self.invalid.counts),
             "filtered": dict(self.filtered),
             "null_verdicts": self.null_verdicts,
+            "response_count_extra": self.response_extra,
         }
         for name in outputs:
             stats[name] = {"written": len(self.spools[name].spans),

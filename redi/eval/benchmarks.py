@@ -6,14 +6,16 @@
 | ``aime24``      | problem (question)   | answer                     | id                |
 | ``amc23``       | question (problem)   | answer                     | id                |
 | ``minerva``     | question (problem)   | answer                     | id (idx)          |
-| ``olympiadbench``| question (problem)  | final_answer (answer); a list: its first entry | id |
+| ``olympiadbench``| question (problem)  | final_answer (answer); a list: every entry | id |
 | ``builtin``     | problem              | answer                     | id                |
 
 Fields in parentheses are accepted instead (HuggingFaceH4/MATH-500, HuggingFaceH4/aime_2024,
 math-ai/amc23, math-ai/minervamath, Hothan/OlympiadBench use the first names). A row
 without an id gets its 1-based row number. ``auto`` picks the benchmark from the file name
 (e.g. ``math500.jsonl``, ``aime_2024.jsonl``), else reads the plain problem/answer fields.
-A missing or empty problem or answer is an error naming the file, row and field.
+An answer field holding a list gives several reference answers (a response matching any
+of them is correct); ``Problem.answer`` is the first. A missing or empty problem or answer
+is an error naming the file, row and field.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ class Problem:
     id: str
     problem: str
     answer: str
+    answers: tuple[str, ...] = ()  # every reference answer (``answer`` is the first)
+
+    @property
+    def references(self) -> list[str]:
+        return list(self.answers or (self.answer,))
 
 
 # benchmark -> (problem fields, answer fields, id fields), first match wins
@@ -53,16 +60,21 @@ def detect_benchmark(path: str | Path) -> str | None:
     return next((b for b, hint in _NAME_HINTS.items() if re.search(hint, name)), None)
 
 
-def _field(row, names: tuple[str, ...], required: bool):
+def _values(row, names: tuple[str, ...], required: bool) -> list[str] | None:
+    """Every value of the first present field (a list field gives several)."""
     for name in names:
         if name in row.data and row.data[name] not in (None, "", []):
             value = row.data[name]
-            value = value[0] if isinstance(value, list) else value
-            return str(value).strip()
+            return [str(v).strip() for v in (value if isinstance(value, list) else [value])]
     if required:
         raise DataError(row.file, row.number, names[0], "missing_field",
                         f"missing or empty (expected one of {list(names)})")
     return None
+
+
+def _field(row, names: tuple[str, ...], required: bool) -> str | None:
+    values = _values(row, names, required)
+    return values[0] if values else None
 
 
 def load_benchmark(path: str | Path, benchmark: str = "auto") -> list[Problem]:
@@ -83,8 +95,8 @@ def load_benchmark(path: str | Path, benchmark: str = "auto") -> list[Problem]:
             raise DataError(row.file, row.number, id_fields[0], "duplicate_id",
                             f"id {pid!r} appears twice")
         seen.add(pid)
-        answer = _field(row, answer_fields, True).strip("$").strip()
-        problems.append(Problem(pid, _field(row, problem_fields, True), answer))
+        answers = tuple(a.strip("$").strip() for a in _values(row, answer_fields, True))
+        problems.append(Problem(pid, _field(row, problem_fields, True), answers[0], answers))
     if not problems:
         raise DataError(str(path), None, None, "empty_input", "no problems")
     return problems

@@ -2,7 +2,9 @@
 
     redi eval --model DIR --data FILE --output-dir OUT [--samples 16] [--temperature 0.6]
               [--top-p 0.95] [--max-new-tokens N] [--backend hf|vllm] [--benchmark NAME]
+              [--grader rllm|math-verify|exact] [--prompt openr1|plain]
 
+Defaults for the grader, the prompt and the new-token cap: ``redi.eval.defaults``.
 Rerunning with the same OUT skips finished samples. A bad benchmark file prints one line
 naming the row and field and exits with status 2.
 """
@@ -14,7 +16,9 @@ import sys
 
 from redi.cli_options import add_output_dir
 
+from .answers import GRADERS
 from .benchmarks import BENCHMARKS
+from .defaults import DEFAULT_MAX_NEW_TOKENS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=16, help="samples per problem (k)")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--max-new-tokens", type=int, default=32768)
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help="lowered to fit the model's context (with a message)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
-    p.add_argument("--prompt", choices=("openr1", "plain"), default="openr1",
-                   help="openr1: the Open-R1 math prompt; plain: the problem as is")
+    p.add_argument("--prompt", choices=("openr1", "plain"),
+                   help="openr1: the Open-R1 math prompt; plain: the problem as is (default: "
+                        "openr1 for the math benchmarks, else the model's training prompt)")
     p.add_argument("--no-think", action="store_true", help="do not start with <think>")
+    p.add_argument("--grader", choices=GRADERS,
+                   help="answer checker (default: exact for the built-in task, else rllm)")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per generate call")
     p.add_argument("--limit", type=int, help="only the first N problems")
     p.add_argument("--no-progress", action="store_true")
@@ -48,15 +56,10 @@ def main(argv: list[str]) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     from redi.data.errors import DataError
 
-    from .generation import SamplingSettings
-    from .runner import EvalOptions, evaluate, format_table
+    from .runner import evaluate, format_table
 
-    options = EvalOptions(
-        samples=args.samples, backend=args.backend, prompt_style=args.prompt,
-        think=not args.no_think, batch_size=args.batch_size, limit=args.limit,
-        sampling=SamplingSettings(args.temperature, args.top_p, args.max_new_tokens,
-                                  args.seed))
     try:
+        options = _options(args)
         summary = evaluate(args.model, args.data, args.output_dir, args.benchmark, options,
                            progress=not args.no_progress)
     except (DataError, ValueError, FileNotFoundError) as err:
@@ -64,3 +67,37 @@ def main(argv: list[str]) -> int:
         return 2
     print(format_table(summary))
     return 0
+
+
+def _options(args):
+    """EvalOptions from the flags, with the defaults of ``redi.eval.defaults`` filled in."""
+    from redi.data.formatting import Formatter
+    from redi.data.tokenizer import load_tokenizer
+
+    from .benchmarks import detect_benchmark, load_benchmark
+    from .defaults import cap_new_tokens, default_grader, default_prompt, model_context
+    from .generation import SamplingSettings
+    from .runner import EvalOptions
+
+    benchmark = (args.benchmark if args.benchmark != "auto"
+                 else detect_benchmark(args.data) or "generic")
+    problems = load_benchmark(args.data, args.benchmark)[: args.limit]
+    style, think, origin = default_prompt(args.model, benchmark)
+    if args.prompt is not None:
+        style, origin = args.prompt, "--prompt"
+    think = think and not args.no_think
+    print(f"redi eval: prompt {style}{' + <think>' if think else ''} ({origin})",
+          file=sys.stderr)
+    max_new_tokens, message = args.max_new_tokens, None
+    context = model_context(args.model)
+    if context is not None:
+        formatter = Formatter(load_tokenizer(args.model), prompt_style=style)
+        longest = max(len(formatter.encode_prompt(p.problem, think)) for p in problems)
+        max_new_tokens, message = cap_new_tokens(args.max_new_tokens, context, longest)
+    if message:
+        print(f"redi eval: {message}", file=sys.stderr)
+    return EvalOptions(
+        samples=args.samples, backend=args.backend, prompt_style=style, think=think,
+        batch_size=args.batch_size, limit=args.limit,
+        grader=args.grader or default_grader(benchmark),
+        sampling=SamplingSettings(args.temperature, args.top_p, max_new_tokens, args.seed))

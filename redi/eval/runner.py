@@ -3,15 +3,17 @@
 ``OUT/samples.jsonl`` gets one line per finished sample (problem id, sample index, text,
 extracted answer, correct), appended as batches finish, so a rerun with the same ``OUT``
 generates only the samples that are missing. ``OUT/summary.json`` holds pass@1, its
-standard error, pass@k and the counts. Prompts are the training format's: the tokenizer's
-chat template around the problem (the Open-R1 math prompt by default), with the
-completion started by ``<think>\\n``.
+standard error, pass@k, the counts and the grader (``redi.eval.is_correct``; a sample
+graded by another grader in an earlier run is graded again from its text). Prompts are the
+training format's: the tokenizer's chat template around the problem (worded as
+``EvalOptions.prompt_style`` says; ``redi eval`` picks it, see ``redi.eval.defaults``), with
+the completion started by ``<think>\\n``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from redi.data.errors import DataError
@@ -21,6 +23,7 @@ from redi.files import atomic_write_text
 
 from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
+from .defaults import default_grader
 from .generation import SamplingSettings, make_generator, sample_seed
 from .scoring import mean_pass_at_k, pass1_with_stderr
 
@@ -34,6 +37,8 @@ class EvalOptions:
     think: bool = True
     batch_size: int = 32
     limit: int | None = None  # evaluate the first N problems only
+    grader: str | None = None  # rllm | math-verify | exact; None: exact for the built-in
+    # task, else rllm (redi.eval.defaults.default_grader)
 
 
 def read_samples(path: Path) -> dict[tuple[str, int], dict]:
@@ -73,6 +78,15 @@ def check_same_settings(path: Path, settings: dict) -> None:
         atomic_write_text(path, json.dumps(settings, indent=1))
 
 
+def regrade(problems: list[Problem], done: dict, grader: str) -> None:
+    """Grade again, from their text, the samples an earlier run graded with another grader."""
+    by_id = {p.id: p for p in problems}
+    stale = [k for k, r in done.items() if k[0] in by_id and r.get("grader") != grader]
+    for key in stale:
+        answer, correct = grade(by_id[key[0]].references, done[key]["text"], grader)
+        done[key] = {**done[key], "answer": answer, "correct": correct, "grader": grader}
+
+
 def summarize(problems: list[Problem], done: dict, samples: int, benchmark: str) -> dict:
     correct = [[done[(p.id, j)]["correct"] for j in range(samples)] for p in problems]
     pass1, stderr = pass1_with_stderr(correct)
@@ -92,7 +106,7 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     """Run (or finish) an evaluation; returns the summary written to OUT/summary.json."""
     problems = load_benchmark(data_path, benchmark)[: options.limit]
     benchmark = benchmark if benchmark != "auto" else (detect_benchmark(data_path) or "generic")
-    builtin = benchmark == "builtin"
+    options = replace(options, grader=options.grader or default_grader(benchmark))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
@@ -116,16 +130,17 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
                 texts = generator.generate(prompts, options.sampling, seeds,
                                            stop_token_ids=formatter.stop_token_ids)
                 for (p, j), text in zip(chunk, texts, strict=True):
-                    answer, correct = grade(p.answer, text, builtin=builtin)
+                    answer, correct = grade(p.references, text, options.grader)
                     record = {"id": p.id, "sample": j, "text": text, "answer": answer,
-                              "gold": p.answer, "correct": correct}
+                              "gold": p.answer, "correct": correct, "grader": options.grader}
                     done[(p.id, j)] = record
                     f.write(json.dumps(record) + "\n")
                 f.flush()
                 bar.update(len(chunk))
         bar.close()
+    regrade(problems, done, options.grader)
     summary = summarize(problems, done, options.samples, benchmark)
-    summary.update(model=str(model_dir), data=str(data_path),
+    summary.update(model=str(model_dir), data=str(data_path), grader=options.grader,
                    options={**asdict(options), "sampling": asdict(options.sampling)})
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary

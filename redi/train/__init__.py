@@ -4,6 +4,9 @@
 * ``loop``: the training loop (one process or many under torchrun, FSDP2);
 * ``loader``: tokenized data, batches and the length-grouped sampler for one run;
 * ``modeling``: the model (local HF directory or ``model_config``), sharding, export;
+* ``model_spec``: the model's HF config (``model_config`` / ``model_overrides``) and the
+  checks before training (keys, vocabulary, positions);
+* ``step_metrics``: the per-step metrics (log-probs, lengths, weights, update norm);
 * ``reference``: DPO's frozen reference (online or cached);
 * ``checkpoint``: atomic distributed checkpoints and exact resume;
 * ``run_log``: progress bar, ``metrics.jsonl``, TensorBoard;

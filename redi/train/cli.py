@@ -11,9 +11,10 @@ diverged run (non-finite loss) exits with status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from redi.train.config import ConfigError, build_config, parse_override
+from redi.train.config import ConfigError, build_config, describe, parse_override
 
 
 def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
@@ -30,6 +31,8 @@ def _run(config) -> int:
     from redi.train.checkpoint import CheckpointError
     from redi.train.loop import TrainingDiverged, train
 
+    if os.environ.get("RANK", "0") == "0":
+        print(f"redi: effective settings: {describe(config)}", file=sys.stderr)
     try:
         result = train(config)
     except TrainingDiverged as err:

@@ -1,7 +1,10 @@
 """Training configuration: one dataclass, filled from a YAML recipe and ``key=value`` overrides.
 
-Defaults are the paper's (arXiv 2505.24850; see ../shared/REDI.md) unless noted. Unknown
-keys and values of the wrong type are errors that list what is valid.
+Defaults are the paper's (arXiv 2505.24850); ``docs/recipe.md`` says where each comes from
+and where the project deliberately differs. The learning rate, batch, epochs, warmup,
+``max_length`` and the DPO/SimPO ``beta`` depend on the loss: a key the recipe and the
+overrides leave unset takes the paper's value for the run's loss (``LOSS_DEFAULTS``).
+Unknown keys and values of the wrong type are errors that list what is valid.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from redi.defaults import REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_GAMMA
+from redi.defaults import REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 from redi.functional import check_beta, check_redi_args
 
 
@@ -28,12 +31,17 @@ class TrainConfig:
     model: str | None = None  # a local Hugging Face causal-LM directory ...
     model_config: dict | None = None  # ... or a config to build one from scratch
     init_from: str | None = None  # Stage 2: the Stage-1 export (a HF directory)
+    # changes to the loaded model's config (e.g. max_position_embeddings, rope_theta);
+    # they are saved in the exported config.json, so Stage 2 inherits them
+    model_overrides: dict | None = None
     tokenizer: str | None = None  # local tokenizer dir; default: the model's, else built-in
     data: str = "builtin"  # a `redi prepare` output dir, or "builtin" (the embedded task)
     output_dir: str = "runs/default"
 
     # Optimization: AdamW (0.9, 0.999, 1e-8), wd 1e-4, 10% warmup then linear decay to 0.
-    lr: float = 5e-5
+    # lr, global_batch_size, epochs, warmup_ratio, max_length: per loss (LOSS_DEFAULTS);
+    # the values here are REDI's.
+    lr: float = 1e-6
     weight_decay: float = 1e-4
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -41,17 +49,19 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     epochs: float = 1.0
     max_steps: int | None = None  # stop after this many optimizer steps
-    global_batch_size: int = 128  # sequences (SFT) or pairs (Stage 2) per optimizer step
+    global_batch_size: int = 32  # sequences (SFT) or pairs (Stage 2) per optimizer step
     micro_batch_size: int = 1  # per process and forward pass
-    max_length: int = 32768  # prompt + response tokens; truncation keeps the end
-    max_prompt_length: int = 800
+    # prompt + response tokens. SFT cuts a longer sequence's end (the prompt stays whole);
+    # Stage 2 cuts the prompt to max_prompt_length, then the whole sequence keeping its end
+    max_length: int = 19800
+    max_prompt_length: int = 800  # Stage 2 only
     grad_clip: float = 1.0
 
     # Loss hyperparameters (Stage 2).
     alpha: float = REDI_ALPHA  # REDI negative weight
     chosen_coef: float = REDI_CHOSEN_COEF  # REDI positive weight
     neg_reweight_gamma: float | None = None  # REDI optional negative reweighting
-    beta: float | None = None  # DPO / SimPO; null = the loss default (redi.defaults)
+    beta: float | None = None  # DPO / SimPO; null = the loss's paper default (LOSS_DEFAULTS)
     gamma: float = SIMPO_GAMMA  # SimPO margin
     reference: str = "cached"  # DPO reference log-probs: cached (once, on disk) | online
 
@@ -76,6 +86,22 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
 
+
+# The paper's settings per loss, for keys a recipe and the overrides leave unset.
+_STAGE2 = {"global_batch_size": 32, "epochs": 1.0, "warmup_ratio": 0.1, "max_length": 19800}
+LOSS_DEFAULTS = {
+    "sft": {"lr": 5e-5, "global_batch_size": 128, "epochs": 5.0, "warmup_ratio": 0.1,
+            "max_length": 32768},
+    "redi": {"lr": 1e-6, **_STAGE2},
+    "dpo": {"lr": 2e-7, "beta": 0.001, **_STAGE2},
+    "simpo": {"lr": 5e-7, "beta": SIMPO_BETA, "gamma": SIMPO_GAMMA, **_STAGE2},
+}
+# What `describe` prints at the start of a run.
+_LOSS_KEYS = {"sft": (), "redi": ("alpha", "chosen_coef", "neg_reweight_gamma"),
+              "dpo": ("beta", "reference"), "simpo": ("beta", "gamma")}
+_DESCRIBED = ("lr", "global_batch_size", "micro_batch_size", "epochs", "max_steps",
+              "warmup_ratio", "weight_decay", "max_length", "max_prompt_length")
+_MAPPINGS = ("model_config", "model_overrides")
 
 CHOICES = {
     "loss": ("sft", "redi", "dpo", "simpo"),
@@ -147,12 +173,15 @@ def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[st
         key, value = parse_override(text)
         if "." in key:
             head, sub = key.split(".", 1)
-            if head != "model_config":
+            if head not in _MAPPINGS:
                 raise _unknown(key)
-            values["model_config"] = {**(values.get("model_config") or {}), sub: value}
+            values[head] = {**(values.get(head) or {}), sub: value}
         else:
             values[key] = value
     values.update(forced)
+    loss = values.get("loss", TrainConfig.loss)
+    if loss in LOSS_DEFAULTS:
+        values = {**LOSS_DEFAULTS[loss], **values}
     checked = {}
     for key, value in values.items():
         if key not in _USER_KEYS:
@@ -166,8 +195,13 @@ def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[st
 
 
 def _check_consistency(c: TrainConfig):
-    if c.model is not None and c.model_config is not None:
-        raise ConfigError("set either model (a directory) or model_config, not both")
+    if (c.model is not None or c.init_from is not None) and c.model_config is not None:
+        which = "model" if c.model is not None else "init_from"
+        raise ConfigError(f"model_config builds a model from scratch and cannot be combined "
+                          f"with {which}; change a loaded model's config with model_overrides")
+    if c.model_overrides and c.model is None and c.init_from is None:
+        raise ConfigError("model_overrides change a loaded model's config (model or "
+                          "init_from); put the settings of a new model in model_config")
     for key in ("global_batch_size", "micro_batch_size", "max_length", "log_every"):
         if getattr(c, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(c, key)}")
@@ -184,12 +218,25 @@ def _check_consistency(c: TrainConfig):
     if c.model is None and c.init_from is None and not c.model_config:
         raise ConfigError("no model: set model (a local HF directory), init_from (a Stage-1 "
                           "export) or model_config (a model built from scratch)")
+    if c.model_config is not None:
+        from redi.train.model_spec import scratch_config
+
+        scratch_config(c.model_config)  # raises on a key its config class does not have
     try:
         check_redi_args(c.alpha, c.chosen_coef, c.neg_reweight_gamma)
         if c.beta is not None:
             check_beta(c.beta)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+
+
+def describe(config: TrainConfig) -> str:
+    """One line of the settings that shape the optimization (printed at the start)."""
+    keys = [k for k in _DESCRIBED + _LOSS_KEYS[config.loss]
+            if not (config.loss == "sft" and k == "max_prompt_length")]
+    settings = " ".join(f"{k}={getattr(config, k)}" for k in keys)
+    overrides = f" model_overrides={config.model_overrides}" if config.model_overrides else ""
+    return f"loss={config.loss} {settings}{overrides}"
 
 
 def to_yaml(config: TrainConfig) -> str:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from redi.data.batching import make_collator
-from redi.data.formatting import IGNORE_INDEX, Formatter
+from redi.data.formatting import IGNORE_INDEX, THINK_PREFIX, Formatter
+from redi.data.io import read_rows
 from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
 from redi.data.tokenized import load_pairs, load_sft
@@ -27,6 +29,7 @@ from redi.data.tokenizer import load_tokenizer
 from redi.segments import PAIR_LAYOUT_KEYS
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
+from redi.train.model_spec import check_positions, check_vocabulary, hf_config
 from redi.train.modeling import flash_attn_available
 
 BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
@@ -51,6 +54,27 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def make_formatter(config: TrainConfig, tokenizer) -> Formatter:
+    """Stage 1 never cuts a prompt: a sequence over ``max_length`` loses its end (the
+    paper's SFT limits only the whole sequence; its 800-token prompt limit is a filter of
+    the pair set, ``redi prepare --max-prompt-tokens``). Stage 2 cuts the prompt to
+    ``max_prompt_length`` and the whole keeping its end, as the paper's Stage 2 does."""
+    if config.loss == "sft":
+        return Formatter(tokenizer, max_length=config.max_length, truncation="keep_start")
+    return Formatter(tokenizer, max_length=config.max_length,
+                     max_prompt_length=config.max_prompt_length)
+
+
+def training_prompt(path: Path) -> dict:
+    """How the data words a problem (as is: ``redi prepare`` writes the problem text) and
+    whether its traces start with ``<think>`` (read from the first row)."""
+    first = next((r for r in read_rows(path) if not isinstance(r, Exception)), None)
+    messages = [] if first is None else (first.data.get("messages") or
+                                         first.data.get("chosen") or [])
+    answer = messages[-1].get("content", "") if messages else ""
+    return {"prompt_style": "plain", "think": str(answer).startswith(THINK_PREFIX.strip())}
+
+
 def use_packing(config: TrainConfig) -> bool:
     if config.packing == "auto":
         return flash_attn_available() and config.attn_implementation in ("auto",
@@ -63,13 +87,26 @@ class TrainData:
         self.config, self.env = config, env
         self.kind = "sft" if config.loss == "sft" else "pairs"
         self.tokenizer = load_tokenizer(tokenizer_source(config))
-        formatter = Formatter(self.tokenizer, max_length=config.max_length,
-                              max_prompt_length=config.max_prompt_length)
+        model_config = hf_config(config)  # model_config / model_overrides errors come first
+        check_vocabulary(model_config, self.tokenizer)
+        formatter = make_formatter(config, self.tokenizer)
         path = self._data_dir(formatter) / ("sft.jsonl" if self.kind == "sft" else "pairs.jsonl")
         if not path.is_file():
             raise ConfigError(f"data={config.data}: {path} does not exist (run `redi prepare`)")
         self.path = path
         self.dataset = (load_sft if self.kind == "sft" else load_pairs)(path, formatter)
+        check_positions(model_config, formatter.longest)
+        if formatter.cut_sequences and env.is_main:
+            total = len(self.dataset) * (1 if self.kind == "sft" else 2)
+            what = (f"longer than max_length={config.max_length}: their ends were cut, the "
+                    "prompts kept whole" if self.kind == "sft" else
+                    f"with a prompt over max_prompt_length={config.max_prompt_length} or "
+                    f"longer than max_length={config.max_length}: cut keeping their ends")
+            lost = (f" ({formatter.untrained} of them kept no trained token)"
+                    if formatter.untrained else "")
+            print(f"redi: {formatter.cut_sequences} of {total} {self.kind} sequences were "
+                  f"{what}{lost}", file=sys.stderr)
+        self.training_prompt = training_prompt(path)
         per_step = config.micro_batch_size * env.world_size
         if config.global_batch_size % per_step:
             raise ConfigError(

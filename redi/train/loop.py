@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from redi import losses
+from redi.eval.defaults import write_training_prompt
 from redi.files import atomic_write_text
 from redi.train.checkpoint import (
     CheckpointError,
@@ -38,6 +39,7 @@ from redi.train.loader import TrainData
 from redi.train.modeling import build_model, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_log import RunLog
+from redi.train.step_metrics import StepMetrics, parameter_snapshot, update_norm
 
 
 class TrainingDiverged(RuntimeError):
@@ -111,43 +113,6 @@ def peak_memory_gb(device: torch.device) -> float:
     return kib / 2**20
 
 
-class StepMetrics:
-    """Sums over this process's micro-batches, reduced over all processes."""
-
-    KEYS = ("loss", "tokens", "chosen_logps_avg", "rejected_logps_avg", "reward_margins",
-            "reward_accuracy", "pairs")
-
-    def __init__(self, device):
-        self.sums = torch.zeros(len(self.KEYS), dtype=torch.float64, device=device)
-
-    def add(self, loss, metrics: dict, batch: dict):
-        values = dict.fromkeys(self.KEYS, 0.0)
-        values["loss"] = loss.detach()
-        values["tokens"] = batch["num_tokens"]
-        if "chosen_logps" in metrics:
-            pairs = metrics["chosen_logps"].numel()
-            values["pairs"] = pairs
-            avg_w = metrics["chosen_logps"] / metrics["chosen_tokens"]
-            avg_l = metrics["rejected_logps"] / metrics["rejected_tokens"]
-            values["chosen_logps_avg"] = avg_w.sum()
-            values["rejected_logps_avg"] = avg_l.sum()
-            margins = metrics["reward_margins"] if "reward_margins" in metrics else avg_w - avg_l
-            values["reward_margins"] = margins.sum()
-            values["reward_accuracy"] = (margins > 0).sum()
-        self.sums += torch.stack([torch.as_tensor(values[k], dtype=torch.float64,
-                                                  device=self.sums.device) for k in self.KEYS])
-
-    def reduce(self, world_size: int) -> dict:
-        torch.distributed.all_reduce(self.sums)
-        s = dict(zip(self.KEYS, self.sums.tolist()))
-        out = {"loss": s["loss"] / world_size, "tokens": s["tokens"]}
-        if s["pairs"]:
-            for key in ("chosen_logps_avg", "rejected_logps_avg", "reward_margins",
-                        "reward_accuracy"):
-                out[key] = s[key] / s["pairs"]
-        return out
-
-
 def train(config: TrainConfig) -> Path:
     """Run (or resume) training; return the export directory (or the checkpoint written
     when a signal stopped the run)."""
@@ -213,7 +178,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
             started = time.perf_counter()
             micro_batches = data.next_step()
             normalizer = data.loss_normalizer(micro_batches)
-            metrics = StepMetrics(env.device)
+            metrics = StepMetrics(env.device, config.loss)
             for batch in micro_batches:
                 loss_kwargs = data.loss_kwargs(batch, normalizer)
                 if reference is not None:
@@ -233,14 +198,17 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                     f"step {step + 1}: loss {reduced['loss']}, grad norm {grad_norm}; "
                     f"stopped before the optimizer step. Last good checkpoint: "
                     f"{kept[-1] if kept else 'none'}")
+            logged = (step + 1) % config.log_every == 0 or step + 1 == total_steps
+            before = parameter_snapshot(model) if logged else None
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += int(reduced["tokens"])
             elapsed = time.perf_counter() - started
-            if step % config.log_every == 0 or step == total_steps:
+            if logged:
                 log.step(step, {**reduced, "lr": scheduler.get_last_lr()[0],
+                                "update_norm": update_norm(before, model),
                                 "grad_norm": grad_norm, "tokens_per_s": reduced["tokens"] /
                                 elapsed, "tokens_seen": tokens_seen,
                                 "peak_mem_gb": peak_memory_gb(env.device)})
@@ -255,6 +223,8 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
             checkpoint()
         final = out / "final"
         export_hf(model, data.tokenizer, final, env.is_main)
+        if env.is_main:
+            write_training_prompt(final, **data.training_prompt)
         log.message(f"done: {step} steps, export in {final}")
         return final
     finally:

@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 from redi.files import replace_dir
 from redi.train.config import ConfigError, TrainConfig
+from redi.train.model_spec import hf_config, model_source
 
 
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -38,20 +39,18 @@ def attn_implementation(config: TrainConfig) -> str:
 
 
 def load_causal_lm(config: TrainConfig):
-    """fp32 master weights from ``config.init_from`` or ``config.model`` (a HF directory),
-    or a fresh model from ``config.model_config``."""
+    """fp32 master weights from ``config.init_from`` or ``config.model`` (a HF directory;
+    its config with ``model_overrides`` applied), or a fresh model from
+    ``config.model_config`` (see ``redi.train.model_spec``)."""
     attn = attn_implementation(config)
-    source = config.init_from or config.model
-    if source is not None:
-        if not Path(source, "config.json").is_file():
-            raise FileNotFoundError(f"{source} is not a Hugging Face model directory "
-                                    "(no config.json)")
-        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32,
-                                                    attn_implementation=attn)
-    if not config.model_config:
+    source = model_source(config)
+    if source is None and not config.model_config:
         raise ConfigError("set model (a local HF directory), init_from, or model_config")
-    spec = dict(config.model_config)
-    model_config = AutoConfig.for_model(spec.pop("model_type", "qwen2"), **spec)
+    model_config = hf_config(config)
+    if source is not None:
+        return AutoModelForCausalLM.from_pretrained(source, config=model_config,
+                                                    dtype=torch.float32,
+                                                    attn_implementation=attn)
     return AutoModelForCausalLM.from_config(model_config, attn_implementation=attn,
                                             dtype=torch.float32)
 

@@ -1,0 +1,78 @@
+"""What ``redi eval`` uses when a flag is not given: grader, prompt, and new-token cap.
+
+* grader: ``exact`` for the built-in task, else ``rllm`` (the paper's evaluation scripts;
+  see ``redi.eval.answers``).
+* prompt: the five math benchmarks (MATH-500, AIME24, AMC23, Minerva, OlympiadBench) get the
+  paper's protocol, the Open-R1 math prompt with ``<think>\\n`` forced. Any other file gets
+  the prompt the model was trained with: ``redi sft`` / ``redi train`` record it in the
+  exported model directory (``training_prompt.json``: the prompt style, and whether the
+  training traces start with ``<think>``); a model without that record gets the problem text
+  as is (what ``redi prepare`` trains on) with ``<think>\\n``.
+* max new tokens: at most the model's context (``max_position_embeddings`` of its
+  config.json) minus the longest prompt; a larger request is lowered, with a message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MATH_BENCHMARKS = ("math500", "aime24", "amc23", "minerva", "olympiadbench")
+TRAINING_PROMPT_FILE = "training_prompt.json"
+DEFAULT_MAX_NEW_TOKENS = 32768
+
+
+def write_training_prompt(model_dir: str | Path, prompt_style: str, think: bool) -> None:
+    """Record, in an exported model directory, how its training data worded problems."""
+    from redi.files import atomic_write_text
+
+    record = {"prompt_style": prompt_style, "think": think}
+    atomic_write_text(Path(model_dir) / TRAINING_PROMPT_FILE, json.dumps(record) + "\n")
+
+
+def read_training_prompt(model_dir: str | Path) -> dict | None:
+    path = Path(model_dir) / TRAINING_PROMPT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return {"prompt_style": str(record["prompt_style"]), "think": bool(record["think"])}
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a training prompt record ({err})") from err
+
+
+def default_grader(benchmark: str) -> str:
+    return "exact" if benchmark == "builtin" else "rllm"
+
+
+def default_prompt(model_dir: str | Path, benchmark: str) -> tuple[str, bool, str]:
+    """(prompt style, think, where it comes from) for a benchmark and a model."""
+    if benchmark in MATH_BENCHMARKS:
+        return "openr1", True, f"the paper's protocol for {benchmark}"
+    recorded = read_training_prompt(model_dir)
+    if recorded is not None:
+        return (recorded["prompt_style"], recorded["think"],
+                f"the training prompt recorded in {Path(model_dir) / TRAINING_PROMPT_FILE}")
+    return "plain", True, "the problem text as is (no training prompt recorded)"
+
+
+def model_context(model_dir: str | Path) -> int | None:
+    """``max_position_embeddings`` of a model directory's config.json (None: not given)."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("max_position_embeddings")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def cap_new_tokens(requested: int, context: int | None,
+                   longest_prompt: int) -> tuple[int, str | None]:
+    """(new tokens to allow, a message when ``requested`` had to be lowered)."""
+    if context is None or requested + longest_prompt <= context:
+        return requested, None
+    room = context - longest_prompt
+    if room < 1:
+        raise ValueError(f"the longest prompt has {longest_prompt} tokens, the model's "
+                         f"context only {context} (max_position_embeddings)")
+    return room, (f"--max-new-tokens {requested} does not fit the model's context of {context} "
+                  f"tokens with the longest prompt ({longest_prompt} tokens): using {room}")

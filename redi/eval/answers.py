@@ -13,8 +13,8 @@ response has no answer. The graders differ in where they look and how they compa
 * ``"math-verify"``: the last box anywhere in the response, checked against each reference
   with the ``math-verify`` package.
 * ``"exact"`` (the built-in task): the text after ``</think>`` as for rllm; the answer and a
-  reference are equal as whole numbers (``"0632"``, ``"$632$"``, ``"6,32"`` all read as 632),
-  or, when either is not a whole number, as strings with the spaces stripped.
+  reference are equal as whole numbers (``"0632"`` and ``"$632$"`` read as 632, ``"1,234"``
+  as 1234), or, when either is not a whole number, as strings with the spaces stripped.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The model: load or build a Hugging Face causal LM, shard it with FSDP2, export it back.
 
-``CausalLMWithFusedLoss`` is the FSDP2 root. Its forward runs the decoder stack and a fused
-loss on the last hidden state, so the root's hooks have the lm_head weight (or the tied
-embedding) unsharded while the loss uses it, and reduce-scatter its gradient afterwards;
-with tied embeddings, the embedding and head gradients add up in the one parameter.
+``CausalLMWithFusedLoss`` is the FSDP2 root. Its forward runs the causal LM's own forward
+(``redi.hf_head.head_inputs``: the logits of one position only) and a fused loss on the
+last hidden state, so the root's hooks have the lm_head weight (or the tied embedding)
+unsharded while the loss uses it, and reduce-scatter its gradient afterwards; with tied
+embeddings, the embedding and head gradients add up in the one parameter. The LM may be a
+PEFT model (LoRA, see ``redi.train.lora``): its forward runs the adapters.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from redi.train.config import ConfigError, TrainConfig
 from redi.files import replace_dir
+from redi.hf_head import head_inputs
+from redi.train.config import ConfigError, TrainConfig
 
 
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -97,9 +100,8 @@ class CausalLMWithFusedLoss(torch.nn.Module):
         if "seq_index" in batch and self.lm.config._attn_implementation != "flash_attention_2":
             dtype = self.lm.get_input_embeddings().weight.dtype  # the compute dtype
             decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"], dtype)
-        hidden = self.lm.get_decoder()(**decoder_inputs, use_cache=False).last_hidden_state
-        head = self.lm.get_output_embeddings()
-        return loss_fn(head.weight, hidden, batch["labels"], head.bias, **loss_kwargs)
+        hidden, weight, bias = head_inputs(self.lm, **decoder_inputs)
+        return loss_fn(weight, hidden, batch["labels"], bias, **loss_kwargs)
 
 
 def shard(model: CausalLMWithFusedLoss, config: TrainConfig, device: torch.device,

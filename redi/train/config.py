@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from redi.functional import check_beta, check_redi_args
+from redi.train.lora import check_lora_config
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,13 @@ class TrainConfig:
     beta: float | None = None  # DPO (default 0.1) / SimPO (default 2.0)
     gamma: float = 1.0  # SimPO margin
     reference: str = "cached"  # DPO reference log-probs: cached (once, on disk) | online
+
+    # LoRA (PEFT; redi.train.lora): only the adapters train. lora_r null = full fine-tuning.
+    lora_r: int | None = None
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list | str = "all-linear"  # or module names, e.g. [q_proj, v_proj]
+    export_adapter: bool = False  # export the adapter alone, not the merged model
 
     # System.
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
@@ -187,6 +195,7 @@ def _check_consistency(c: TrainConfig):
         check_redi_args(c.alpha, c.chosen_coef, c.neg_reweight_gamma)
         if c.beta is not None:
             check_beta(c.beta)
+        check_lora_config(c)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 

@@ -34,6 +34,7 @@ from redi.train.checkpoint import (
 from redi.train.config import TrainConfig, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
 from redi.files import atomic_write_text
+from redi.train import lora
 from redi.train.modeling import build_model, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_log import RunLog
@@ -87,15 +88,19 @@ def linear_warmup_decay(total_steps: int, warmup_ratio: float):
     return factor
 
 
-def make_reference(config, data: TrainData, env: Distributed):
-    """DPO's reference log-probs from the frozen Stage-1 model (None for other losses)."""
+def make_reference(config, data: TrainData, env: Distributed, model):
+    """DPO's reference log-probs from the frozen Stage-1 model (None for other losses);
+    under LoRA that is ``model`` with its adapters disabled."""
     if config.loss != "dpo":
         return None
     if config.reference == "cached":
         cached = CachedReference.load(config.output_dir, data.fingerprint)
         if cached is not None:  # no reference model needed
             return cached
-    ref_model = build_model(config, env.device, trainable=False)
+    if lora.is_lora(model):
+        ref_model = lora.AdaptersDisabled(model)
+    else:
+        ref_model = build_model(config, env.device, trainable=False)
     online = OnlineReference(ref_model, config.loss_backend)
     if config.reference == "online":
         return online
@@ -171,13 +176,14 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     data = TrainData(config, env)
     model = build_model(config, env.device)
     loss_fn = make_loss(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+    trained = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters
+    optimizer = torch.optim.AdamW(trained, lr=config.lr,
                                   betas=(config.adam_beta1, config.adam_beta2),
                                   eps=config.adam_eps, weight_decay=config.weight_decay)
     total_steps = config.max_steps or math.ceil(config.epochs * data.steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
-    reference = make_reference(config, data, env)
+    reference = make_reference(config, data, env, model)
 
     step, tokens_seen = 0, 0
     resume_from = resolve_resume(config.resume, out)
@@ -223,7 +229,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                 loss, batch_metrics = model(batch, loss_fn, **loss_kwargs)
                 loss.backward()
                 metrics.add(loss, batch_metrics, batch)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
             grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
                               else grad_norm)
             reduced = metrics.reduce(env.world_size)
@@ -254,7 +260,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
         if saved_step != step:
             checkpoint()
         final = out / "final"
-        export_hf(model, data.tokenizer, final, env.is_main)
+        export_hf(model, data.tokenizer, final, env.is_main, config.export_adapter)
         log.message(f"done: {step} steps, export in {final}")
         return final
     finally:

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from redi.files import replace_dir
 from redi.hf_head import head_inputs
+from redi.train import lora
 from redi.train.config import ConfigError, TrainConfig
 
 
@@ -128,8 +129,15 @@ def shard(model: CausalLMWithFusedLoss, config: TrainConfig, device: torch.devic
 
 def build_model(config: TrainConfig, device: torch.device,
                 trainable: bool = True) -> CausalLMWithFusedLoss:
-    """The configured causal LM as a sharded ``CausalLMWithFusedLoss`` (see ``shard``)."""
-    return shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, device, trainable)
+    """The configured causal LM (with LoRA adapters when ``lora_r`` is set) as a sharded
+    ``CausalLMWithFusedLoss`` (see ``shard``)."""
+    lm = load_causal_lm(config)
+    if config.lora_r is not None:
+        try:
+            lm = lora.apply_lora(lm, config)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    return shard(CausalLMWithFusedLoss(lm), config, device, trainable)
 
 
 def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
@@ -139,16 +147,24 @@ def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
     return {k.removeprefix("lm."): v for k, v in state.items()}
 
 
-def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool):
+def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool,
+              adapter_only: bool = False):
     """Write a HF model directory (safetensors, config, tokenizer) atomically: into a
-    temporary sibling, then renamed. Collective: every rank must call it."""
+    temporary sibling, then renamed. Collective: every rank must call it. A LoRA model is
+    written merged (W + s B A), or with ``adapter_only`` as its PEFT adapter alone."""
     state = full_state_dict(model)
     if not is_main:
         return
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    if lora.is_lora(model) and adapter_only:
+        model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    elif lora.is_lora(model):
+        model.lm.get_base_model().save_pretrained(
+            tmp, state_dict=lora.merged_state(state, model.lm), safe_serialization=True)
+    else:
+        model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out_dir)

@@ -43,7 +43,10 @@ def _matches(module_name: str, target: str) -> bool:
 
 def apply_lora(lm, config):
     """``lm`` wrapped with the configured LoRA adapters (a ``peft.PeftModel``)."""
-    from peft import LoraConfig, get_peft_model
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise ValueError("lora_r needs the 'peft' extra: pip install 'redi[peft]'") from err
 
     names = [name for name, _ in lm.named_modules()]
     head = next(name for name, module in lm.named_modules()

@@ -1,9 +1,11 @@
 """The fused REDI loss inside a Hugging Face ``transformers.Trainer``.
 
-``compute_loss`` runs the model's forward with ``logits_to_keep=1`` (the logits of one
-position, not [tokens x vocab]) and hands the last hidden state and the lm_head weight to
-``redi.FusedLinearREDILoss``. Calling the forward of whatever ``model`` the Trainer passes
-keeps DDP's gradient synchronization when ``torchrun`` runs it on several processes.
+``compute_loss`` takes the last hidden state and the LM head's weight and bias from the
+model's own forward (``redi.hf_head.head_inputs``: ``logits_to_keep=1``, so the logits of
+one position, not [tokens x vocab]) and hands them to ``redi.FusedLinearREDILoss``. Calling
+the forward of whatever ``model`` the Trainer passes keeps DDP's gradient synchronization
+when ``torchrun`` runs it on several processes. For TRL users, ``redi.integrations.trl``
+does the same with TRL's preference datasets.
 Batches are padded ``[2B, T]``: the B chosen sequences first, then the B rejected ones, with
 labels already shifted (label t is the token position t predicts) and -100 on prompt and
 padding.
@@ -24,6 +26,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArgumen
 
 import redi
 from redi.defaults import REDI_ALPHA
+from redi.hf_head import head_inputs
 
 
 class REDITrainer(Trainer):
@@ -34,11 +37,9 @@ class REDITrainer(Trainer):
         self.redi_loss = redi.FusedLinearREDILoss(alpha=alpha)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                        output_hidden_states=True, logits_to_keep=1)
-        hidden = outputs.hidden_states[-1]  # after the final norm: what lm_head would see
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        loss, metrics = self.redi_loss(head.weight, hidden, inputs["labels"], head.bias)
+        hidden, weight, bias = head_inputs(model, input_ids=inputs["input_ids"],
+                                           attention_mask=inputs["attention_mask"])
+        loss, metrics = self.redi_loss(weight, hidden, inputs["labels"], bias)
         return (loss, metrics) if return_outputs else loss
 
 

@@ -23,9 +23,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_state_dict,
+)
 
 from redi.files import replace_dir
+from redi.train.lora import checkpointed, is_lora
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -61,7 +66,8 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
 
 
 def parameter_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
-    return {name: list(p.shape) for name, p in model.named_parameters()}
+    """Shapes of the checkpointed parameters (all, or the LoRA adapters)."""
+    return checkpointed(model, {name: list(p.shape) for name, p in model.named_parameters()})
 
 
 def _rng_state() -> dict:
@@ -90,6 +96,7 @@ def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict
         tmp.mkdir(parents=True)
     dist.barrier()
     model_state, optim_state = get_state_dict(model, optimizer)
+    model_state = checkpointed(model, model_state)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
     torch.save({"rng": _rng_state(), "sampler": sampler_state}, tmp / f"rank{rank}.pt")
     if rank == 0:
@@ -124,10 +131,12 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict
                               f"processes; resume with the same number (now "
                               f"{dist.get_world_size()}) to keep the data order exact")
     model_state, optim_state = get_state_dict(model, optimizer or ())
+    model_state = checkpointed(model, model_state)
     state = {"model": model_state} | ({"optim": optim_state} if optimizer else {})
     dcp.load(state, checkpoint_id=str(path))
     set_state_dict(model, optimizer or (), model_state_dict=state["model"],
-                   optim_state_dict=state.get("optim", {}))
+                   optim_state_dict=state.get("optim", {}),
+                   options=StateDictOptions(strict=not is_lora(model)))
     if optimizer is None:
         return meta, None
     local = torch.load(path / f"rank{dist.get_rank()}.pt", weights_only=True)

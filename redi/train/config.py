@@ -18,6 +18,7 @@ import yaml
 
 from redi.defaults import REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 from redi.functional import check_beta, check_redi_args
+from redi.train.lora import check_lora_config
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,13 @@ class TrainConfig:
     beta: float | None = None  # DPO / SimPO; null = the loss's paper default (LOSS_DEFAULTS)
     gamma: float = SIMPO_GAMMA  # SimPO margin
     reference: str = "cached"  # DPO reference log-probs: cached (once, on disk) | online
+
+    # LoRA (PEFT; redi.train.lora): only the adapters train. lora_r null = full fine-tuning.
+    lora_r: int | None = None
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: list | str = "all-linear"  # or module names, e.g. [q_proj, v_proj]
+    export_adapter: bool = False  # export the adapter alone, not the merged model
 
     # System.
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
@@ -226,6 +234,7 @@ def _check_consistency(c: TrainConfig):
         check_redi_args(c.alpha, c.chosen_coef, c.neg_reweight_gamma)
         if c.beta is not None:
             check_beta(c.beta)
+        check_lora_config(c)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 

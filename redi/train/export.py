@@ -33,7 +33,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
     try:
         model = build_model(config, env.device, trainable=False)
         load_checkpoint(checkpoint, model)
-        export_hf(model, load_tokenizer(tokenizer_source(config)), output, env.is_main)
+        export_hf(model, load_tokenizer(tokenizer_source(config)), output, env.is_main,
+                  config.export_adapter)
         finish()
     finally:
         shutdown()

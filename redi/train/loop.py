@@ -26,6 +26,7 @@ import torch
 from redi import losses
 from redi.eval.defaults import write_training_prompt
 from redi.files import atomic_write_text
+from redi.train import lora
 from redi.train.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -89,15 +90,19 @@ def linear_warmup_decay(total_steps: int, warmup_ratio: float):
     return factor
 
 
-def make_reference(config, data: TrainData, env: Distributed):
-    """DPO's reference log-probs from the frozen Stage-1 model (None for other losses)."""
+def make_reference(config, data: TrainData, env: Distributed, model):
+    """DPO's reference log-probs from the frozen Stage-1 model (None for other losses);
+    under LoRA that is ``model`` with its adapters disabled."""
     if config.loss != "dpo":
         return None
     if config.reference == "cached":
         cached = CachedReference.load(config.output_dir, data.fingerprint)
         if cached is not None:  # no reference model needed
             return cached
-    ref_model = build_model(config, env.device, trainable=False)
+    if lora.is_lora(model):
+        ref_model = lora.AdaptersDisabled(model)
+    else:
+        ref_model = build_model(config, env.device, trainable=False)
     online = OnlineReference(ref_model, config.loss_backend)
     if config.reference == "online":
         return online
@@ -136,13 +141,14 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     data = TrainData(config, env)
     model = build_model(config, env.device)
     loss_fn = make_loss(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+    trained = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters
+    optimizer = torch.optim.AdamW(trained, lr=config.lr,
                                   betas=(config.adam_beta1, config.adam_beta2),
                                   eps=config.adam_eps, weight_decay=config.weight_decay)
     total_steps = config.max_steps or math.ceil(config.epochs * data.steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
-    reference = make_reference(config, data, env)
+    reference = make_reference(config, data, env, model)
 
     step, tokens_seen = 0, 0
     resume_from = resolve_resume(config.resume, out)
@@ -188,7 +194,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                 loss, batch_metrics = model(batch, loss_fn, **loss_kwargs)
                 loss.backward()
                 metrics.add(loss, batch_metrics, batch)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
             grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
                               else grad_norm)
             reduced = metrics.reduce(env.world_size)
@@ -222,7 +228,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
         if saved_step != step:
             checkpoint()
         final = out / "final"
-        export_hf(model, data.tokenizer, final, env.is_main)
+        export_hf(model, data.tokenizer, final, env.is_main, config.export_adapter)
         if env.is_main:
             write_training_prompt(final, **data.training_prompt)
         log.message(f"done: {step} steps, export in {final}")

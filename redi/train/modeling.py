@@ -1,9 +1,11 @@
 """The model: load or build a Hugging Face causal LM, shard it with FSDP2, export it back.
 
-``CausalLMWithFusedLoss`` is the FSDP2 root. Its forward runs the decoder stack and a fused
-loss on the last hidden state, so the root's hooks have the lm_head weight (or the tied
-embedding) unsharded while the loss uses it, and reduce-scatter its gradient afterwards;
-with tied embeddings, the embedding and head gradients add up in the one parameter.
+``CausalLMWithFusedLoss`` is the FSDP2 root. Its forward runs the causal LM's own forward
+(``redi.hf_head.head_inputs``: the logits of one position only) and a fused loss on the
+last hidden state, so the root's hooks have the lm_head weight (or the tied embedding)
+unsharded while the loss uses it, and reduce-scatter its gradient afterwards; with tied
+embeddings, the embedding and head gradients add up in the one parameter. The LM may be a
+PEFT model (LoRA, see ``redi.train.lora``): its forward runs the adapters.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from transformers import AutoModelForCausalLM
 
 from redi.files import replace_dir
+from redi.hf_head import head_inputs
+from redi.train import lora
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.model_spec import hf_config, model_source
 
@@ -96,9 +100,8 @@ class CausalLMWithFusedLoss(torch.nn.Module):
         if "seq_index" in batch and self.lm.config._attn_implementation != "flash_attention_2":
             dtype = self.lm.get_input_embeddings().weight.dtype  # the compute dtype
             decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"], dtype)
-        hidden = self.lm.get_decoder()(**decoder_inputs, use_cache=False).last_hidden_state
-        head = self.lm.get_output_embeddings()
-        return loss_fn(head.weight, hidden, batch["labels"], head.bias, **loss_kwargs)
+        hidden, weight, bias = head_inputs(self.lm, **decoder_inputs)
+        return loss_fn(weight, hidden, batch["labels"], bias, **loss_kwargs)
 
 
 def shard(model: CausalLMWithFusedLoss, config: TrainConfig, device: torch.device,
@@ -125,8 +128,15 @@ def shard(model: CausalLMWithFusedLoss, config: TrainConfig, device: torch.devic
 
 def build_model(config: TrainConfig, device: torch.device,
                 trainable: bool = True) -> CausalLMWithFusedLoss:
-    """The configured causal LM as a sharded ``CausalLMWithFusedLoss`` (see ``shard``)."""
-    return shard(CausalLMWithFusedLoss(load_causal_lm(config)), config, device, trainable)
+    """The configured causal LM (with LoRA adapters when ``lora_r`` is set) as a sharded
+    ``CausalLMWithFusedLoss`` (see ``shard``)."""
+    lm = load_causal_lm(config)
+    if config.lora_r is not None:
+        try:
+            lm = lora.apply_lora(lm, config)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    return shard(CausalLMWithFusedLoss(lm), config, device, trainable)
 
 
 def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
@@ -136,16 +146,24 @@ def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
     return {k.removeprefix("lm."): v for k, v in state.items()}
 
 
-def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool):
+def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool,
+              adapter_only: bool = False):
     """Write a HF model directory (safetensors, config, tokenizer) atomically: into a
-    temporary sibling, then renamed. Collective: every rank must call it."""
+    temporary sibling, then renamed. Collective: every rank must call it. A LoRA model is
+    written merged (W + s B A), or with ``adapter_only`` as its PEFT adapter alone."""
     state = full_state_dict(model)
     if not is_main:
         return
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    if lora.is_lora(model) and adapter_only:
+        model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+    elif lora.is_lora(model):
+        model.lm.get_base_model().save_pretrained(
+            tmp, state_dict=lora.merged_state(state, model.lm), safe_serialization=True)
+    else:
+        model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out_dir)

@@ -1,0 +1,118 @@
+"""The fused loss's inputs from a Hugging Face causal LM, through the model's own forward.
+
+``head_inputs(model, **inputs)`` returns ``(hidden, weight, bias)``: the final hidden states
+(what the LM head multiplies, ``[B, T, H]``) and the head's weight ``[V, H]`` and bias (or
+None), for a fused loss ``loss_fn(weight, hidden, labels, bias)``.
+
+It calls ``model(**inputs, output_hidden_states=True, logits_to_keep=1)``, the forward of
+whatever ``model`` is (a bare ``PreTrainedModel``, a PEFT ``PeftModel``, a DDP or FSDP
+wrapper, an FSDP2-sharded module), so that the wrapper's hooks run: the head computes the
+logits of one position only, and a forward hook on the head records the weight it ran
+with. Under FSDP2 that is the unsharded parameter, under DDP the parameter itself, so the
+head's gradient from the fused loss is reduced with the others; tied heads give the shared
+embedding. The returned hidden states are checked against the head's own input at the last
+position, so a model whose last hidden state is not what the head sees is an error, not a
+wrong loss.
+
+A PEFT adapter on the head (LoRA on ``lm_head``) is refused: its weight is ``W + s B A``,
+which the head's ``weight`` attribute does not hold. ``modules_to_save=["lm_head"]`` works
+(the trained copy is the one that runs).
+
+Library layer: imports nothing beyond torch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class HeadError(ValueError):
+    """A model whose head the fused loss cannot take (or would take wrongly)."""
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module that has ``get_output_embeddings``: the model itself, or the one a DDP /
+    FSDP1 wrapper holds in ``.module``. Only to *find* the head; the forward stays the
+    wrapper's."""
+    while not hasattr(model, "get_output_embeddings") and hasattr(model, "module"):
+        model = model.module
+    if not hasattr(model, "get_output_embeddings"):
+        raise HeadError(f"{type(model).__name__} is not a Hugging Face causal LM "
+                        "(no get_output_embeddings)")
+    return model
+
+
+def _is_adapter_layer(module: torch.nn.Module) -> bool:
+    """A PEFT tuner layer (LoRA and kin) wraps the original layer as ``base_layer``."""
+    return hasattr(module, "base_layer") and hasattr(module, "active_adapters")
+
+
+def _running_linears(head: torch.nn.Module) -> list[torch.nn.Module]:
+    """The head's modules that may compute the logits: the head, or for PEFT's
+    ``ModulesToSaveWrapper`` its original and its trainable copies (one of them runs)."""
+    if _is_adapter_layer(head) and not getattr(head, "disable_adapters", False) \
+            and not getattr(head, "merged", False):
+        raise HeadError(
+            "a PEFT adapter sits on the LM head (e.g. LoRA with lm_head among the target "
+            "modules): the fused loss would use the head's base weight and ignore the "
+            "adapter; leave lm_head out of the targets (or use modules_to_save)")
+    if _is_adapter_layer(head):
+        return [head.base_layer]
+    copies = getattr(head, "modules_to_save", None)
+    if isinstance(copies, torch.nn.ModuleDict):
+        return [head.original_module, *copies.values()]
+    return [head]
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The LM head module of ``model`` (through DDP/FSDP1 ``.module`` and PEFT wrappers)."""
+    head = _unwrap(model).get_output_embeddings()
+    if head is None:
+        raise HeadError(f"{type(model).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def logit_softcap(model: torch.nn.Module) -> float | None:
+    """The model's final-logit softcap (Gemma 2's ``final_logit_softcapping``), or None."""
+    config = getattr(_unwrap(model), "config", None)
+    cap = getattr(config, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def head_inputs(model: torch.nn.Module, *, allow_softcap: bool = False, **inputs):
+    """``(hidden [B, T, H], weight [V, H], bias [V] or None)`` from ``model``'s forward.
+
+    ``inputs`` are the forward's keyword arguments (``input_ids``, ``attention_mask``, ...).
+    The model must accept ``logits_to_keep`` and ``output_hidden_states`` (every HF causal
+    LM of transformers >= 4.50 does). Raises ``HeadError`` for a model whose head the fused
+    loss would misrepresent (an adapter on the head, a last hidden state that is not the
+    head's input), and one whose config sets a final-logit softcap unless the caller
+    passes ``allow_softcap=True`` (and ``logit_softcap(model)`` on to its loss).
+    """
+    if not allow_softcap and logit_softcap(model) is not None:
+        raise HeadError(f"the model's config sets final_logit_softcapping="
+                        f"{logit_softcap(model)}: pass it to the fused loss (and "
+                        "allow_softcap=True here), or the loss would ignore it")
+    seen = {}
+
+    def record(module, args, output):
+        seen["weight"], seen["bias"], seen["input"] = module.weight, module.bias, args[0]
+
+    handles = [m.register_forward_hook(record) for m in _running_linears(output_head(model))]
+    try:
+        outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if "weight" not in seen:
+        raise HeadError("the model's forward did not run its LM head")
+    hidden = outputs.hidden_states[-1]
+    with torch.no_grad():
+        last = hidden[:, -1:].to(seen["input"].dtype)
+        # equal_nan: a diverged model's NaN activations are the trainer's to report
+        if last.shape != seen["input"].shape or not torch.allclose(
+                last, seen["input"], rtol=0, atol=0, equal_nan=True):
+            raise HeadError("the model's last hidden state is not the LM head's input "
+                            "(a final norm or scale outside hidden_states?): the fused "
+                            "loss cannot stand in for this head")
+    return hidden, seen["weight"], seen["bias"]

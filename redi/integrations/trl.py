@@ -1,0 +1,233 @@
+"""REDI, DPO and SimPO with the fused losses inside TRL: ``REDITrainer`` and ``REDIConfig``.
+
+A drop-in for TRL's ``DPOTrainer``: the same constructor, the same preference datasets
+(``prompt``/``chosen``/``rejected``, conversational or plain text, tokenized by TRL's own
+code), the same ``DPOConfig`` fields, but the loss is a ``redi.losses`` fused loss on the
+final hidden states and the LM head weight, so no ``[tokens x vocab]`` logits are built::
+
+    from redi.integrations.trl import REDIConfig, REDITrainer
+
+    args = REDIConfig(output_dir="out", loss_type="redi", alpha=0.8, learning_rate=1e-6)
+    trainer = REDITrainer(model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+
+``loss_type``: ``"redi"`` (reference-free; ``alpha``, ``chosen_coef``, ``neg_reweight_gamma``),
+``"sigmoid"`` (DPO against a frozen reference: ``ref_model`` if given, the base model with
+the adapters disabled for a PEFT model, else a frozen copy of ``model`` taken before
+training; a dataset with ``ref_chosen_logps``/``ref_rejected_logps`` columns uses those)
+or ``"simpo"`` (``beta``, ``simpo_gamma``, reference-free). A plain ``DPOConfig`` works too
+and means DPO. Hidden states and head weight come from the wrapped model's own forward
+(``redi.hf_head``), so DDP and FSDP reduce the head's gradient like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+try:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+    from trl.trainer.base_trainer import _BaseTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+except ImportError as err:  # one line, naming the extra
+    raise ImportError(f"redi.integrations.trl needs the 'trl' extra (pip install "
+                      f"'redi[trl]'): {err}") from err
+
+from redi import losses
+from redi.hf_head import head_inputs
+from redi.pair_logprobs import pair_logps
+
+LOSS_TYPES = ("redi", "sigmoid", "simpo")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class REDIConfig(DPOConfig):
+    """``DPOConfig`` plus the REDI and SimPO hyperparameters and the fused-loss backend.
+
+    ``loss_type`` defaults to ``"redi"``; ``beta`` is DPO's (and SimPO's) beta."""
+
+    loss_type: list[str] = field(default_factory=lambda: ["redi"], metadata={
+        "help": "redi | sigmoid (DPO) | simpo"})
+    alpha: float = field(default=0.8, metadata={"help": "REDI: weight of the negatives"})
+    chosen_coef: float = field(default=1.0, metadata={"help": "REDI: weight of the positives"})
+    neg_reweight_gamma: float | None = field(default=None, metadata={
+        "help": "REDI: optional negative reweighting exp(gamma * lp(y_l)/|y_l|)"})
+    simpo_gamma: float = field(default=1.0, metadata={"help": "SimPO: target reward margin"})
+    loss_backend: str = field(default="auto", metadata={"help": "auto | triton | torch"})
+    loss_single_pass: bool = field(default=False, metadata={
+        "help": "DPO/SimPO/reweighted REDI: gradients in one pass per pair (see redi.losses)"})
+
+
+def _fused_loss(args: DPOConfig) -> torch.nn.Module:
+    """The fused loss the config asks for (a plain DPOConfig: its defaults, i.e. DPO)."""
+    types = list(args.loss_type)
+    if len(types) != 1 or types[0] not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES} (one loss), got {types}")
+    if getattr(args, "ld_alpha", None) is not None or args.loss_weights not in (None, [1.0]):
+        raise ValueError("ld_alpha and loss_weights are not supported by REDITrainer")
+    common = dict(backend=getattr(args, "loss_backend", "auto"),
+                  single_pass=getattr(args, "loss_single_pass", False))
+    if types[0] == "redi":
+        return losses.FusedLinearREDILoss(
+            alpha=getattr(args, "alpha", 0.8), chosen_coef=getattr(args, "chosen_coef", 1.0),
+            neg_reweight_gamma=getattr(args, "neg_reweight_gamma", None), **common)
+    if types[0] == "simpo":
+        return losses.FusedLinearSimPOLoss(beta=args.beta, gamma=getattr(args, "simpo_gamma", 1.0),
+                                           **common)
+    return losses.FusedLinearDPOLoss(beta=args.beta, **common)
+
+
+def _is_empty(value) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):  # conversational: messages with content
+        return not value or all(_is_empty(m.get("content", "")) for m in value
+                                if isinstance(m, dict))
+    return value is None
+
+
+def check_preference_rows(dataset, name: str = "train"):
+    """A one-line ValueError naming the first row without a chosen or rejected completion,
+    or with an empty one."""
+    for i, row in enumerate(dataset):
+        for key in ("chosen", "rejected"):
+            if key not in row or row[key] is None:
+                raise ValueError(f"{name} dataset row {i}: no {key!r} completion")
+            if _is_empty(row[key]):
+                raise ValueError(f"{name} dataset row {i}: empty {key!r} completion")
+
+
+def _check_tokenized(dataset, name: str):
+    for i, row in enumerate(dataset):
+        for key in ("chosen_ids", "rejected_ids"):
+            if len(row[key]) == 0:
+                raise ValueError(f"{name} dataset row {i}: the {key[:-4]!r} completion has "
+                                 "no tokens after tokenization")
+
+
+def shifted_labels(input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Labels aligned with the hidden states: position t predicts token t + 1; prompt,
+    padding and the last position are ``IGNORE_INDEX``."""
+    targets = input_ids.masked_fill(completion_mask == 0, IGNORE_INDEX)
+    return torch.nn.functional.pad(targets[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
+class REDITrainer(DPOTrainer):
+    """TRL's ``DPOTrainer`` interface with the fused REDI / DPO / SimPO losses.
+
+    Reuses DPOTrainer's dataset preparation (prompt extraction, chat template, EOS,
+    tokenization) and collator; replaces its model set-up (no reference model for REDI
+    and SimPO, no patched LM head) and its loss.
+    """
+
+    _tag_names = ["trl", "redi"]
+    _name = "REDI"
+    loss_is_scaled_for_ga = False  # compute_loss returns the micro-batch mean
+
+    def __init__(self, model, ref_model=None, args: DPOConfig | None = None,
+                 data_collator=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, compute_metrics=None, callbacks=None,
+                 optimizers=(None, None), peft_config=None):
+        args = args if args is not None else REDIConfig("redi-trainer")
+        self.loss_fn = _fused_loss(args)
+        self.loss_type = list(args.loss_type)[0]
+        if train_dataset is None:
+            raise ValueError("train_dataset is required")
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        self._tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        self._is_vlm = self._is_vision_dataset = False
+        self.padding_free = False
+        datasets = {"train": train_dataset}
+        if isinstance(eval_dataset, dict):
+            datasets.update(eval_dataset)
+        elif eval_dataset is not None:
+            datasets["eval"] = eval_dataset
+        for name, dataset in datasets.items():
+            check_preference_rows(dataset, name)
+            datasets[name] = self._prepare_dataset(dataset, processing_class, args, name)
+            _check_tokenized(datasets[name], name)
+        train_dataset = datasets.pop("train")
+        if eval_dataset is not None:
+            eval_dataset = datasets if isinstance(eval_dataset, dict) else datasets["eval"]
+        if data_collator is None:
+            data_collator = DataCollatorForPreference(
+                pad_token_id=self._tokenizer.pad_token_id, max_length=args.max_length,
+                truncation_mode=args.truncation_mode, pad_to_multiple_of=args.pad_to_multiple_of)
+        self.precompute_ref_logps = "ref_chosen_logps" in train_dataset.column_names
+        if self.loss_type == "sigmoid" and ref_model is None and not self.precompute_ref_logps \
+                and not hasattr(model, "disable_adapter"):
+            ref_model = copy.deepcopy(model)  # the frozen policy before training
+        _BaseTrainer.__init__(self, model=model, args=args, data_collator=data_collator,
+                              train_dataset=train_dataset, eval_dataset=eval_dataset,
+                              processing_class=processing_class,
+                              compute_metrics=compute_metrics, callbacks=callbacks,
+                              optimizers=optimizers)
+        self.ref_model = ref_model
+        if ref_model is not None:
+            ref_model.requires_grad_(False)
+            self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        self.beta = args.beta
+        self._metrics = {"train": {}, "eval": {}}
+        self.maybe_activation_offload_context = contextlib.nullcontext()
+
+    def _reference_logps(self, model, inputs, labels):
+        """DPO's frozen reference: dataset columns, ``ref_model``, or the adapters off."""
+        if "ref_chosen_logps" in inputs:
+            return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        context = contextlib.nullcontext()
+        if self.ref_model is None:  # a PEFT model: the base model is the reference
+            context = self.accelerator.unwrap_model(model).disable_adapter()
+        with torch.no_grad(), context:
+            hidden, weight, bias = head_inputs(self.ref_model or model,
+                                               input_ids=inputs["input_ids"],
+                                               attention_mask=inputs["attention_mask"])
+            return pair_logps(weight, hidden, labels, bias, backend=self.loss_fn.backend)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = shifted_labels(inputs["input_ids"], inputs["completion_mask"])
+        extra = {}
+        if self.loss_type == "sigmoid":
+            ref_chosen, ref_rejected = self._reference_logps(model, inputs, labels)
+            extra = dict(ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected)
+        hidden, weight, bias = head_inputs(model, input_ids=inputs["input_ids"],
+                                           attention_mask=inputs["attention_mask"])
+        loss, metrics = self.loss_fn(weight, hidden, labels, bias, **extra)
+        self._record(metrics)
+        return (loss, metrics) if return_outputs else loss
+
+    def _record(self, metrics: dict):
+        """Per-pair metrics, gathered over processes, averaged by ``DPOTrainer.log``."""
+        mode = "train" if self.model.training else "eval"
+        values = {"logps/chosen": metrics["chosen_logps_avg" if "chosen_logps_avg" in metrics
+                                          else "chosen_logps"],
+                  "logps/rejected": metrics["rejected_logps_avg" if "rejected_logps_avg"
+                                            in metrics else "rejected_logps"]}
+        if "reward_margins" in metrics:
+            values.update({"rewards/chosen": metrics["chosen_rewards"],
+                           "rewards/rejected": metrics["rejected_rewards"],
+                           "rewards/margins": metrics["reward_margins"],
+                           "rewards/accuracies": (metrics["reward_margins"] > 0).float()})
+        for key, value in values.items():
+            gathered = self.accelerator.gather_for_metrics(value.detach().float())
+            self._metrics[mode].setdefault(key, []).append(gathered.mean().item())
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+

@@ -1,0 +1,202 @@
+"""redi.integrations.trl: the fused REDI / DPO / SimPO losses in a TRL DPOTrainer-compatible
+trainer, checked against full float64 logits, against TRL's own DPO and CPO-SimPO losses,
+across processes (DDP on gloo), and by training on the built-in task."""
+
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from redi import functional as LF
+
+pytest.importorskip("trl")
+
+REPO = Path(__file__).parents[1]
+WORKER = REPO / "tests" / "workers" / "trl_step_grads.py"
+spec = importlib.util.spec_from_file_location("trl_step_grads", WORKER)
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+
+from redi.data.tokenizer import load_tokenizer  # noqa: E402
+from redi.integrations.trl import REDITrainer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def make_trainer(tmp_path, tokenizer, *, tied=False, conversational=True, n=8, **config):
+    model = worker.tiny_model(len(tokenizer), tied=tied)
+    args = worker.trainer_args(str(tmp_path), **config)
+    return REDITrainer(model, args=args, train_dataset=worker.builtin_pairs(n, conversational),
+                       processing_class=tokenizer)
+
+
+def first_batch(trainer, n=4):
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+
+
+def full_logit_sums(model, batch):
+    """float64 summed completion log-probs and lengths per row, from the full logits."""
+    logits = model(input_ids=batch["input_ids"],
+                   attention_mask=batch["attention_mask"]).logits.double()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    targets = batch["input_ids"][:, 1:]
+    mask = batch["completion_mask"][:, 1:].bool()
+    token = logp.gather(-1, targets[..., None]).squeeze(-1) * mask
+    return token.sum(-1), mask.sum(-1).double()
+
+
+def reference_loss(model, batch, loss_type, args, ref_model=None):
+    sums, lengths = full_logit_sums(model, batch)
+    b = sums.shape[0] // 2
+    lp_w, lp_l, len_w, len_l = sums[:b], sums[b:], lengths[:b], lengths[b:]
+    if loss_type == "redi":
+        return LF.redi_loss(lp_w, lp_l, len_w, len_l, alpha=args.alpha,
+                            chosen_coef=args.chosen_coef,
+                            neg_reweight_gamma=args.neg_reweight_gamma)[0]
+    if loss_type == "simpo":
+        return LF.simpo_loss(lp_w, lp_l, len_w, len_l, beta=args.beta, gamma=args.simpo_gamma)[0]
+    with torch.no_grad():
+        ref_sums, _ = full_logit_sums(ref_model, batch)
+    return LF.dpo_loss(lp_w, lp_l, ref_sums[:b], ref_sums[b:], beta=args.beta)[0]
+
+
+def assert_same_grads(model, reference, rtol=1e-4):
+    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
+        scale = q.grad.abs().max().item()
+        err = (p.grad.double() - q.grad).abs().max().item()
+        assert scale > 0 and err <= rtol * scale, (name, err, scale)
+
+
+@pytest.mark.parametrize("loss_type,extra,tied,conversational", [
+    ("redi", {"alpha": 0.6, "chosen_coef": 1.5}, False, True),
+    ("redi", {"neg_reweight_gamma": 0.3}, True, False),
+    ("sigmoid", {"beta": 0.5}, False, True),
+    ("simpo", {"beta": 2.0, "simpo_gamma": 0.7}, True, True),
+])
+def test_first_step_loss_and_grads_equal_full_logits_float64(tmp_path, tokenizer, loss_type,
+                                                             extra, tied, conversational):
+    trainer = make_trainer(tmp_path, tokenizer, tied=tied, conversational=conversational,
+                           loss_type=loss_type, **extra)
+    model = trainer.model.double()  # float64 through the fused op too: differences are its own
+    if trainer.ref_model is not None:
+        trainer.ref_model.double()
+    reference = copy.deepcopy(model)
+    frozen = copy.deepcopy(reference)
+    if loss_type == "sigmoid":  # the reference must differ from the policy to test it
+        with torch.no_grad():
+            for p in list(model.parameters()) + list(reference.parameters()):
+                p.add_(0.05 * torch.randn_like(p).sign() * p.abs().mean())
+        # same perturbation on both: re-copy the policy's weights into the float64 copy
+        reference.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    batch = first_batch(trainer)
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    expected = reference_loss(reference, batch, loss_type, trainer.args, ref_model=frozen)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert_same_grads(model, reference, rtol=1e-6)
+
+
+def test_dpo_loss_and_grads_equal_trl_dpo_trainer(tmp_path, tokenizer):
+    from trl import DPOConfig, DPOTrainer
+
+    ours = make_trainer(tmp_path / "ours", tokenizer, loss_type="sigmoid", beta=0.3)
+    theirs_model = worker.tiny_model(len(tokenizer))
+    with torch.no_grad():  # policy != reference
+        for p, q in zip(ours.model.parameters(), theirs_model.parameters()):
+            p.mul_(1.1)
+            q.mul_(1.1)
+    args = DPOConfig(str(tmp_path / "trl"), beta=0.3, report_to=[], use_cpu=True,
+                     dataset_num_proc=None, per_device_train_batch_size=4)
+    theirs = DPOTrainer(theirs_model, ref_model=worker.tiny_model(len(tokenizer)), args=args,
+                        train_dataset=worker.builtin_pairs(8), processing_class=tokenizer)
+    for model in (ours.model, ours.ref_model, theirs.model, theirs.ref_model):
+        model.double()  # TRL's fused head still rounds its log-probs to float32
+    batch = first_batch(ours)
+    assert torch.equal(batch["input_ids"], first_batch(theirs)["input_ids"])
+    loss = ours.compute_loss(ours.model, batch)
+    trl_loss = theirs.compute_loss(theirs.model, first_batch(theirs))
+    loss.backward()
+    trl_loss.backward()
+    # float32 sums of ~250 nats: ~1e-4 absolute in each, beta times that in the loss
+    assert loss.item() == pytest.approx(trl_loss.item(), abs=2e-4)
+    for (name, p), (_, q) in zip(ours.model.named_parameters(),
+                                 theirs.model.named_parameters()):
+        scale = q.grad.abs().max().item()
+        assert scale > 0 and (p.grad - q.grad).abs().max().item() <= 2e-3 * scale, name
+
+
+def test_simpo_loss_equals_trl_cpo_simpo(tmp_path, tokenizer):
+    from trl.experimental.cpo.cpo_trainer import CPOTrainer
+
+    trainer = make_trainer(tmp_path, tokenizer, loss_type="simpo", beta=2.0, simpo_gamma=0.5)
+    loss, metrics = trainer.compute_loss(trainer.model, first_batch(trainer),
+                                         return_outputs=True)
+    cpo = types.SimpleNamespace(alpha=0.0, loss_type="simpo", simpo_gamma=0.5, beta=2.0,
+                                label_smoothing=0.0,
+                                accelerator=types.SimpleNamespace(device="cpu"))
+    trl_losses = CPOTrainer.cpo_loss(cpo, metrics["chosen_logps_avg"],
+                                     metrics["rejected_logps_avg"])[0]
+    assert loss.item() == pytest.approx(trl_losses.mean().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"prompt": "1+1", "chosen": " 2"}, "row 1: no 'rejected'"),
+    ({"prompt": "1+1", "chosen": "", "rejected": " 3"}, "row 1: empty 'chosen'"),
+    ({"prompt": [{"role": "user", "content": "1+1"}], "chosen": [],
+      "rejected": [{"role": "assistant", "content": "3"}]}, "row 1: empty 'chosen'"),
+])
+def test_bad_rows_are_one_line_errors_naming_the_row(tmp_path, tokenizer, row, message):
+    from datasets import Dataset
+
+    good = {"prompt": "1+2", "chosen": " 3", "rejected": " 4"}
+    if isinstance(row["prompt"], list):
+        good = worker.builtin_pairs(1)[0]
+    rows = [good, row]
+    keys = set().union(*rows)
+    dataset = Dataset.from_list([{k: r.get(k) for k in keys} for r in rows])
+    with pytest.raises(ValueError, match=message) as err:
+        REDITrainer(worker.tiny_model(len(tokenizer)), args=worker.trainer_args(str(tmp_path)),
+                    train_dataset=dataset, processing_class=tokenizer)
+    assert "\n" not in str(err.value)
+
+
+def test_unsupported_loss_type_is_an_error(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        make_trainer(tmp_path, tokenizer, loss_type="hinge")
+
+
+def test_twenty_steps_on_the_builtin_task_lower_the_redi_loss(tmp_path, tokenizer):
+    trainer = make_trainer(tmp_path, tokenizer, n=80, max_steps=20, learning_rate=3e-3)
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 20
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3, losses
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_gradients_of_one_with_the_doubled_batch(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+
+    def grads(launcher, pairs, name):
+        out = tmp_path / name
+        result = subprocess.run([*launcher, str(WORKER), str(out), str(pairs)], env=env,
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return torch.load(out, weights_only=True)
+
+    one = grads([sys.executable], 4, "one.pt")
+    two = grads([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 "--nproc_per_node=2"], 2, "two.pt")
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-7)

@@ -17,10 +17,11 @@ Two kernels do the vocabulary-sized work; the two gradient matmuls go to cuBLAS:
   [BLOCK_N, BLOCK_V] tiles of logits with ``tl.dot`` (fp32 accumulation over H), keeps an
   online (max, sum-exp) per row across its split and picks out the target logit. Splitting
   the vocabulary keeps every SM busy when N is small; the host merges the per-split partials.
-  With ``STORE_LOGITS`` it also writes the raw tiles s into a chunk buffer (single pass).
+  With ``STORE_LOGITS`` it also writes the tiles into a chunk buffer (single pass): z, or
+  with a softcap the raw s.
 * ``_dlogits_kernel``: grid (token blocks, vocabulary tiles). Each program gets one tile of
-  s, either recomputed with ``tl.dot`` (``RECOMPUTE``, general backward) or read from the
-  chunk buffer (single pass), and overwrites it with tau ds in the input dtype (for fp16,
+  logits, either recomputed with ``tl.dot`` (``RECOMPUTE``, general backward) or read from
+  the chunk buffer (single pass), and overwrites it with tau ds in the input dtype (for fp16,
   scaled by a power of two 2^k that the GEMMs undo; see ``_fp16_scale``; the host folds
   1/tau into g).
 
@@ -74,12 +75,22 @@ _tanh = _tanh_by_sigmoid if INTERPRET else libdevice.tanh
 
 @triton.jit
 def _transform(s, inv_temp, softcap, HAS_SOFTCAP: tl.constexpr):
-    """(z, t): the logits z = c tanh(s / c) / tau of raw outputs s, and t = tanh(s / c)
-    (z = s / tau and t = 0 without a softcap)."""
+    """(z, t): the logits z = c tanh(s / c) / tau of raw outputs s, and t = tanh(s / c).
+    Without a softcap z = s / tau, and t is s itself, unused (both branches must return
+    the same types; the compiler drops it)."""
+    # (the chunk buffer of the single pass holds z without a softcap: see _logits_lse_kernel)
     if HAS_SOFTCAP:
         t = _tanh(s / softcap)
         return t * (softcap * inv_temp), t
-    return s * inv_temp, 0.0
+    return s * inv_temp, s
+
+
+@triton.jit
+def _from_stored(u, inv_temp, softcap, HAS_SOFTCAP: tl.constexpr):
+    """(z, t) of a chunk-buffer value u, which is s with a softcap and z itself without."""
+    if HAS_SOFTCAP:
+        return _transform(u, inv_temp, softcap, HAS_SOFTCAP)
+    return u, u
 
 
 @triton.jit
@@ -113,15 +124,15 @@ def _logits_lse_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, max_ptr, sum_ptr, sum_ex
 
     The host merges splits: lse = M + log sum_s e_s exp(m_s - M), M = max_s m_s.
 
-    With STORE_LOGITS the raw tiles s are also written to the chunk buffer. When that buffer
-    is 16-bit (ROUNDED), the gradient must normalize the logits of the values it will read
-    back, z~ = f(round(s)) (f the softcap and temperature), or its softmax would not sum to
-    one (a 5x larger dx error than naive 16-bit, measured). So (m, e) are taken over z~, and
-    the exact sum for the returned logp comes from the same exponentials:
+    With STORE_LOGITS the tiles are also written to the chunk buffer: the logits z, or with
+    a softcap the raw outputs s (a rounded z near the cap would leave the slope 1 - tanh^2
+    no correct digit; from s it keeps its relative precision). When that buffer is 16-bit
+    (ROUNDED), the gradient must normalize the logits of the values it will read back,
+    z~ = round(z) or f(round(s)) (f the softcap and temperature), or its softmax would not
+    sum to one (a 5x larger dx error than naive 16-bit, measured). So (m, e) are taken over
+    z~, and the exact sum for the returned logp comes from the same exponentials:
     exp(z - m) = exp(z~ - m) exp(d), d = z - z~, with exp(d) ~ 1 + d + d^2/2 (|d| <= 2^-9 |z|
-    in bf16, as |f'(s)| <= 1/tau: truncation error <= |d|^3 / 6). Storing s rather than z
-    keeps the softcap's slope 1 - tanh^2 exact where it is small (a rounded z near the cap
-    would leave it no correct digit).
+    in bf16, as |f'(s)| <= 1/tau: truncation error <= |d|^3 / 6).
     """
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -142,11 +153,14 @@ def _logits_lse_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, max_ptr, sum_ptr, sum_ex
         z, _ = _transform(s, inv_temp, softcap, HAS_SOFTCAP)
         target += tl.sum(tl.where(cols[None, :] == labels[:, None], z, 0.0), axis=1)
         if STORE_LOGITS:
-            s_stored = s.to(z_ptr.dtype.element_ty)
+            if HAS_SOFTCAP:
+                u = s.to(z_ptr.dtype.element_ty)
+            else:
+                u = z.to(z_ptr.dtype.element_ty)
             z_out = z_ptr + rows.to(tl.int64)[:, None] * stride_z + cols[None, :]
-            tl.store(z_out, s_stored, mask=row_mask[:, None] & col_mask[None, :])
+            tl.store(z_out, u, mask=row_mask[:, None] & col_mask[None, :])
             if ROUNDED:
-                z_read, _ = _transform(s_stored.to(tl.float32), inv_temp, softcap, HAS_SOFTCAP)
+                z_read, _ = _from_stored(u.to(tl.float32), inv_temp, softcap, HAS_SOFTCAP)
                 d = tl.where(col_mask[None, :], z - z_read, 0.0)
                 z = z_read
         z = tl.where(col_mask[None, :], z, float("-inf"))
@@ -188,9 +202,10 @@ def _dlogits_kernel(x_ptr, w_ptr, b_ptr, labels_ptr, lse_ptr, g_ptr, z_ptr,
     if RECOMPUTE:
         s = _logits_tile(x_ptr, w_ptr, b_ptr, rows, cols, row_mask, col_mask, H, stride_x,
                          stride_w, HAS_BIAS, DOT_PRECISION, BLOCK_N, BLOCK_V, BLOCK_H)
+        z, t = _transform(s, inv_temp, softcap, HAS_SOFTCAP)
     else:
-        s = tl.load(z_tile, mask=mask, other=0.0).to(tl.float32)
-    z, t = _transform(s, inv_temp, softcap, HAS_SOFTCAP)
+        u = tl.load(z_tile, mask=mask, other=0.0).to(tl.float32)
+        z, t = _from_stored(u, inv_temp, softcap, HAS_SOFTCAP)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
     g = tl.load(g_ptr + rows, mask=row_mask, other=0.0)
     labels = tl.load(labels_ptr + rows, mask=row_mask, other=-1) - label_offset
@@ -342,7 +357,7 @@ def backward(x, w, b, labels, lse, grad, tf, needs):
 def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
     """Single pass: (logp, dx, dW, db) of sum_i coef_i * logp_i, logits computed once.
 
-    Per chunk of rows: the forward kernel writes s into the chunk buffer while it
+    Per chunk of rows: the forward kernel writes the tiles into the chunk buffer while it
     finds lse; the dlogits kernel turns them into dz in place; cuBLAS does dz W and dz^T x.
     ``dw_out``, a float32 [V, H] buffer, receives dW (overwritten); dW and db are then
     returned in float32, uncast, for a caller that combines several passes' gradients.

@@ -23,6 +23,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArguments
 
 import redi
+from redi.model_logits import model_softcap, with_model_softcap
 
 
 class REDITrainer(Trainer):
@@ -36,8 +37,11 @@ class REDITrainer(Trainer):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         output_hidden_states=True, logits_to_keep=1)
         hidden = outputs.hidden_states[-1]  # after the final norm: what lm_head would see
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        loss, metrics = self.redi_loss(head.weight, hidden, inputs["labels"], head.bias)
+        unwrapped = self.accelerator.unwrap_model(model)
+        head = unwrapped.get_output_embeddings()
+        # a Gemma-style final_logit_softcapping of the model goes into the loss
+        loss_fn = with_model_softcap(self.redi_loss, model_softcap(unwrapped.config))
+        loss, metrics = loss_fn(head.weight, hidden, inputs["labels"], head.bias)
         return (loss, metrics) if return_outputs else loss
 
 

@@ -17,8 +17,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from redi.train.config import ConfigError, TrainConfig
 from redi.files import replace_dir
+from redi.model_logits import model_softcap, with_model_softcap
+from redi.train.config import ConfigError, TrainConfig
 
 
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -85,11 +86,17 @@ class CausalLMWithFusedLoss(torch.nn.Module):
     packed one (``input_ids``, ``position_ids`` restarting per sequence, ``seq_index``):
     flash-attn separates packed sequences by their positions, other kernels get a
     block-causal mask.
+
+    The model's final-logit softcap (``final_logit_softcapping``, Gemma) is read from its
+    config and handed to every loss: a fused loss without one takes the model's, a loss
+    function gets it as ``softcap=``, and a loss that would ignore it or use another value is
+    an error (``redi.model_logits.with_model_softcap``).
     """
 
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
+        self.softcap = model_softcap(lm.config)
 
     def forward(self, batch: dict, loss_fn, **loss_kwargs):
         decoder_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")
@@ -99,6 +106,7 @@ class CausalLMWithFusedLoss(torch.nn.Module):
             decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"], dtype)
         hidden = self.lm.get_decoder()(**decoder_inputs, use_cache=False).last_hidden_state
         head = self.lm.get_output_embeddings()
+        loss_fn = with_model_softcap(loss_fn, self.softcap)
         return loss_fn(head.weight, hidden, batch["labels"], head.bias, **loss_kwargs)
 
 

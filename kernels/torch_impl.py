@@ -20,8 +20,8 @@ Each function holds one float32 block of logits at a time: ``forward`` and
 log-sum-exp), ``backward`` walks the vocabulary (an ``[N, V_c]`` block: the softmax
 normalizer is known, and dW rows are then written once instead of accumulated). The
 extra memory is ``O(N*H + V*H)`` (fp32 copies of 16-bit inputs, fp32 gradient buffers)
-plus the block, which is ``CHUNK_BYTES`` (64 MiB; with a softcap, two half-size blocks:
-the logits and the slope k). The block size trades the matmuls' shape
+plus the block, which is ``CHUNK_BYTES`` (64 MiB; for gradients through a softcap, two
+half-size blocks: the logits and the slope k). The block size trades the matmuls' shape
 (thin chunks make ``dW += dz^T x`` re-read the [V, H] accumulator once per chunk) against
 the softmax passes' cache locality. On 2 EPYC cores at N=4096, H=512, V=32000 (fp32, two
 interleaved runs, median of 5) the single pass took 1.04x / 0.95x the 3-matmul floor with
@@ -43,9 +43,9 @@ import torch
 CHUNK_BYTES = 64 * 2**20
 
 
-def _blocks(tf) -> int:
-    """Blocks held per chunk: the logits, and with a softcap its slope k as well."""
-    return 1 if tf.softcap is None else 2
+def _blocks(tf, gradients: bool = True) -> int:
+    """Blocks held per chunk: the logits, and for gradients through a softcap its slope k."""
+    return 2 if gradients and tf.softcap is not None else 1
 
 
 def chunk_rows_for(vocab: int, blocks: int = 1) -> int:
@@ -68,15 +68,18 @@ def _chunks(n, rows):
 
 
 def _logits_into(z, x_c, w, b, tf, slope=None):
-    """z <- the logits of x_c (in place, [rows, V_c]); with a softcap also
-    slope <- k = 1 - tanh^2(s / c) (same shape). Returns (z, slope or None)."""
+    """z <- the logits of x_c (in place, [rows, V_c]). With a softcap and a ``slope`` buffer
+    (same shape), also slope <- k = 1 - tanh^2(s / c). Returns (z, slope or None)."""
     scale = tf.inv_temp if tf.softcap is None else 1.0 / tf.softcap
+    t = z if tf.softcap is None or slope is None else slope
     torch.addmm(z if b is None else b, x_c, w.t(), beta=0 if b is None else scale,
-                alpha=scale, out=slope if tf.softcap is not None else z)
+                alpha=scale, out=t)
     if tf.softcap is None:
         return z, None
-    torch.mul(slope.tanh_(), tf.softcap * tf.inv_temp, out=z)
-    return z, slope.square_().neg_().add_(1.0)
+    torch.mul(t.tanh_(), tf.softcap * tf.inv_temp, out=z)
+    if slope is None:
+        return z, None
+    return z, torch.addcmul(slope.new_ones(()), slope, slope, value=-1.0, out=slope)
 
 
 def _exp_shifted_(z):
@@ -129,13 +132,12 @@ def forward(x, w, b, labels, tf):
     """Return (logp, lse), both [N] in the compute dtype, for every token (ignored included)."""
     n = x.shape[0]
     x, w, b = _upcast(x, w, b)
-    rows = min(n, chunk_rows_for(w.shape[0], _blocks(tf)))
-    blocks = x.new_empty(_blocks(tf), rows, w.shape[0])
+    rows = min(n, chunk_rows_for(w.shape[0]))
+    block = x.new_empty(rows, w.shape[0])
     logp = torch.empty(n, dtype=x.dtype, device=x.device)
     lse = torch.empty_like(logp)
     for start, stop in _chunks(n, rows):
-        z, _ = _logits_into(blocks[0, : stop - start], x[start:stop], w, b, tf,
-                            blocks[-1, : stop - start])
+        z, _ = _logits_into(block[: stop - start], x[start:stop], w, b, tf)
         target = z.gather(1, labels[start:stop].unsqueeze(1)).squeeze(1)
         chunk_lse, _ = _exp_shifted_(z)
         lse[start:stop] = chunk_lse
@@ -164,7 +166,7 @@ def backward(x, w, b, labels, lse, grad, tf, needs):
     for v0, v1 in _chunks(v, cols):
         w_c, b_c = w[v0:v1], None if b is None else b[v0:v1]
         z, slope = (t[: n * (v1 - v0)].view(n, v1 - v0) for t in (storage[0], storage[-1]))
-        z, slope = _logits_into(z, x, w_c, b_c, tf, slope)
+        z, slope = _logits_into(z, x, w_c, b_c, tf, slope if _blocks(tf) == 2 else None)
         dz = z.sub_(lse).exp_().mul_(neg_grad)
         rows = ((labels >= v0) & (labels < v1)).nonzero().squeeze(1)
         cols_y = labels[rows] - v0
@@ -193,14 +195,15 @@ def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
     n = x.shape[0]
     acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x), dw_out)
     x, w, b = _upcast(x, w, b)
-    rows = min(n, chunk_rows_for(w.shape[0], _blocks(tf)))
-    blocks = x.new_empty(_blocks(tf), rows, w.shape[0])
+    blocks = _blocks(tf, any(needs))
+    rows = min(n, chunk_rows_for(w.shape[0], blocks))
+    block = x.new_empty(blocks, rows, w.shape[0])
     coef = coef.to(x.dtype)
     logp = torch.empty(n, dtype=x.dtype, device=x.device)
     for start, stop in _chunks(n, rows):
         x_c, y_c, g = x[start:stop], labels[start:stop], coef[start:stop]
-        z, slope = _logits_into(blocks[0, : stop - start], x_c, w, b, tf,
-                                blocks[-1, : stop - start])
+        z, slope = _logits_into(block[0, : stop - start], x_c, w, b, tf,
+                                block[1, : stop - start] if blocks == 2 else None)
         target = z.gather(1, y_c.unsqueeze(1)).squeeze(1)
         lse, row_sum = _exp_shifted_(z)  # z now holds softmax(z) * row_sum
         logp[start:stop] = target - lse

@@ -8,6 +8,9 @@ Public API (imported lazily, so ``import redi`` stays cheap for the data tools):
 * ``redi.FusedLinearREDILoss``, ``FusedLinearDPOLoss``, ``FusedLinearSimPOLoss``,
   ``FusedLinearSFTLoss``: the fused losses, called as ``loss_fn(weight, hidden, labels)``.
 * ``redi.functional``: the same losses on precomputed per-sequence log-prob sums.
+
+Every op and loss takes ``softcap`` and ``temperature`` (Gemma-style capped, tempered logits);
+``redi.model_logits`` reads a Hugging Face model's cap and hands it to a loss.
 """
 
 from importlib import import_module

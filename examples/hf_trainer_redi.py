@@ -26,7 +26,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArgumen
 
 import redi
 from redi.defaults import REDI_ALPHA
-from redi.hf_head import head_inputs
+from redi.hf_head import head_inputs, logit_softcap
+from redi.model_logits import with_model_softcap
 
 
 class REDITrainer(Trainer):
@@ -37,9 +38,12 @@ class REDITrainer(Trainer):
         self.redi_loss = redi.FusedLinearREDILoss(alpha=alpha)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        hidden, weight, bias = head_inputs(model, input_ids=inputs["input_ids"],
+        hidden, weight, bias = head_inputs(model, allow_softcap=True,
+                                           input_ids=inputs["input_ids"],
                                            attention_mask=inputs["attention_mask"])
-        loss, metrics = self.redi_loss(weight, hidden, inputs["labels"], bias)
+        # a Gemma-style final_logit_softcapping of the model goes into the loss
+        loss_fn = with_model_softcap(self.redi_loss, logit_softcap(model))
+        loss, metrics = loss_fn(weight, hidden, inputs["labels"], bias)
         return (loss, metrics) if return_outputs else loss
 
 

@@ -1,9 +1,12 @@
 """Per-token log-probabilities of a linear head, without materializing the logits.
 
 For final hidden states x_i (rows of ``hidden``), an lm_head weight W [V, H], an optional
-bias b [V], a temperature tau and aligned labels y_i::
+bias b [V], an optional softcap c, a temperature tau and aligned labels y_i::
 
-    logp_i = log_softmax(x_i W^T / tau + b)[y_i]          (0 where y_i == ignore_index)
+    z_i    = c tanh((x_i W^T + b) / c) / tau     ((x_i W^T + b) / tau without a softcap)
+    logp_i = log_softmax(z_i)[y_i]                (0 where y_i == ignore_index)
+
+(why this order: ``logit_transform.py``).
 
 Two entries share the backends (``torch_impl`` on CPU, ``triton_impl`` on CUDA):
 
@@ -17,10 +20,10 @@ Two entries share the backends (``torch_impl`` on CPU, ``triton_impl`` on CUDA):
 A third entry, ``sequence_group_loss`` (its own module), builds on the single pass for losses
 of per-sequence sums made of one term per pair (DPO, SimPO).
 
-Gradients (g_i = upstream gradient, or c_i)::
+Gradients (g_i = upstream gradient, or c_i; s = x W^T + b, the raw head output)::
 
-    dz_iv = g_i (1[v = y_i] - softmax(z_i)_v),  dL/dx = dz W / tau,
-    dL/dW = dz^T x / tau,  dL/db = sum_i dz_i
+    dz_iv = g_i (1[v = y_i] - softmax(z_i)_v),   ds_iv = dz_iv (1 - tanh^2(s_iv / c)) / tau
+    dL/dx = ds W,   dL/dW = ds^T x,   dL/db = sum_i ds_i        (no tanh term without a cap)
 
 Extra memory is O(N*H + V*H + one bounded chunk of logits); see each backend for its chunk.
 """
@@ -32,6 +35,7 @@ import os
 import torch
 
 from . import torch_impl
+from .logit_transform import LogitTransform
 
 BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -65,7 +69,9 @@ def logp_dtype(hidden: torch.Tensor) -> torch.dtype:
     return torch.float64 if hidden.dtype == torch.float64 else torch.float32
 
 
-def check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
+def check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap=None):
+    """Validate the op's inputs (one-line ValueError naming the argument); return the
+    ``LogitTransform`` of ``temperature`` and ``softcap``."""
     for name, t in (("hidden", hidden), ("weight", weight)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -98,8 +104,7 @@ def check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
     devices = {name: t.device for name, t in tensors.items()}
     if len(set(devices.values())) > 1:
         raise ValueError(f"all tensors must be on one device, got {devices}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    transform = LogitTransform(temperature, softcap)
     vocab = weight.shape[0]
     bad = ((labels < 0) | (labels >= vocab)) & (labels != ignore_index)
     if bool(bad.any()):
@@ -107,6 +112,7 @@ def check_inputs(hidden, weight, labels, bias, ignore_index, temperature):
         raise ValueError(
             f"labels must be in [0, {vocab}) or ignore_index={ignore_index}; "
             f"labels{list(position)} = {int(labels[position])}")
+    return transform
 
 
 def flatten_inputs(hidden, weight, labels, ignore_index):
@@ -153,19 +159,20 @@ def _zero_grads(x, w, b, needs):
 
 
 class TokenLogprobsFunction(torch.autograd.Function):
-    """logp = log_softmax(x W^T / tau + b)[y]; backward recomputes the logits chunk by chunk."""
+    """logp = log_softmax(z)[y], z the transformed logits of x W^T + b (``tf``); backward
+    recomputes the logits chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, x, w, b, labels, valid, inv_temp, impl):
+    def forward(ctx, x, w, b, labels, valid, tf, impl):
         rows = _ValidRows(valid)
         lse = None
         if rows.empty:
             logp = torch.zeros(rows.count, dtype=logp_dtype(x), device=x.device)
         else:
-            logp, lse = impl.forward(rows.take(x), w, b, rows.take(labels), inv_temp)
+            logp, lse = impl.forward(rows.take(x), w, b, rows.take(labels), tf)
             logp = rows.put(logp)
         ctx.save_for_backward(x, w, b, labels, lse)
-        ctx.rows, ctx.inv_temp, ctx.impl = rows, inv_temp, impl
+        ctx.rows, ctx.tf, ctx.impl = rows, tf, impl
         return logp
 
     @staticmethod
@@ -175,7 +182,7 @@ class TokenLogprobsFunction(torch.autograd.Function):
         if rows.empty:
             return (*_zero_grads(x, w, b, needs), None, None, None, None)
         dx, dw, db = ctx.impl.backward(rows.take(x), w, b, rows.take(labels), lse,
-                                       rows.take(grad_logp.float()), ctx.inv_temp, needs)
+                                       rows.take(grad_logp.float()), ctx.tf, needs)
         return rows.put(dx), dw, db, None, None, None, None
 
 
@@ -200,7 +207,7 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w, b, coef, labels, valid, inv_temp, impl, needs):
+    def forward(ctx, x, w, b, coef, labels, valid, tf, impl, needs):
         rows = _ValidRows(valid)
         if rows.empty:
             logp = torch.zeros(rows.count, dtype=logp_dtype(x), device=x.device)
@@ -208,7 +215,7 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
         else:
             c = rows.take(coef.float())
             logp, dx, dw, db = impl.forward_backward(rows.take(x), w, b, rows.take(labels), c,
-                                                     inv_temp, needs)
+                                                     tf, needs)
             logp = rows.put(logp)
             ctx.grads = (rows.put(dx), dw, db)
         ctx.save_for_backward(logp)
@@ -225,8 +232,9 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
 
 
 def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temperature=1.0,
-                   backend="auto"):
-    """Per-token log-probabilities ``log_softmax(hidden @ weight.T / temperature + bias)[labels]``.
+                   softcap=None, backend="auto"):
+    """Per-token log-probabilities ``log_softmax(z)[labels]`` of the logits
+    ``z = softcap * tanh((hidden @ weight.T + bias) / softcap) / temperature``.
 
     Args:
         hidden: [..., H] final hidden states (float32, bfloat16 or float16).
@@ -234,7 +242,9 @@ def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temp
         labels: [...] integer targets aligned with ``hidden`` (label i is the token hidden i
             predicts), in [0, V) or ``ignore_index``.
         bias: optional [V] lm_head bias.
-        temperature: logits are ``hidden @ weight.T / temperature + bias``.
+        temperature: divides the logits (after the softcap), > 0.
+        softcap: None, or c > 0 for Gemma-style soft capping ``c * tanh(s / c)`` of the head's
+            output s (a model config's ``final_logit_softcapping``).
         backend: "triton" (CUDA), "torch" (chunked PyTorch), or "auto" (Triton on CUDA).
 
     Returns:
@@ -242,27 +252,29 @@ def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temp
         exactly 0 where ``labels == ignore_index``.
         Differentiable w.r.t. hidden, weight and bias under any upstream gradient.
     """
-    check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
+    tf = check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap)
     impl = select_backend(backend, hidden.device, hidden.dtype)
     x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
     if x.shape[0] == 0:
         return torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device)
-    logp = TokenLogprobsFunction.apply(x, w, bias, safe_labels, valid, 1.0 / temperature, impl)
+    logp = TokenLogprobsFunction.apply(x, w, bias, safe_labels, valid, tf, impl)
     return logp.view(labels.shape)
 
 
 def weighted_logprob_sum(hidden, weight, labels, coef, *, bias=None, ignore_index=-100,
-                         temperature=1.0, backend="auto", return_logprobs=False):
+                         temperature=1.0, softcap=None, backend="auto",
+                         return_logprobs=False):
     """``sum(coef * logp)`` for a loss linear in the token log-probs, in a single pass.
 
-    ``logp`` is exactly what :func:`token_logprobs` returns; ``coef`` has labels' shape (its
+    ``logp`` is exactly what :func:`token_logprobs` returns (same ``temperature`` and
+    ``softcap``); ``coef`` has labels' shape (its
     entries at ignored positions do not matter). The gradients w.r.t. hidden, weight and
     bias are produced in the forward pass (3 matmuls, no recomputation) and scaled by the
     upstream gradient in backward; the gradient w.r.t. ``coef`` is ``logp``.
 
     With ``return_logprobs=True`` also returns the per-token float32 ``logp`` (detached).
     """
-    check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
+    tf = check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap)
     if not isinstance(coef, torch.Tensor) or tuple(coef.shape) != tuple(labels.shape):
         raise ValueError(f"coef must be a tensor of labels' shape {tuple(labels.shape)}")
     if coef.device != hidden.device or not coef.dtype.is_floating_point:
@@ -274,6 +286,6 @@ def weighted_logprob_sum(hidden, weight, labels, coef, *, bias=None, ignore_inde
         empty = torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device)
         return (zero, empty) if return_logprobs else zero
     total, logp = WeightedLogprobSumFunction.apply(
-        x, w, bias, coef.reshape(-1), safe_labels, valid, 1.0 / temperature, impl,
+        x, w, bias, coef.reshape(-1), safe_labels, valid, tf, impl,
         grads_needed(hidden, weight, bias))
     return (total, logp.view(labels.shape)) if return_logprobs else total

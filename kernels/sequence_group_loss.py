@@ -84,7 +84,7 @@ class SequenceGroupLossFunction(torch.autograd.Function):
     in backward (one backward per forward, as ``WeightedLogprobSumFunction``)."""
 
     @staticmethod
-    def forward(ctx, x, w, b, labels, rows_by_seq, groups, loss_fn, inv_temp, impl, needs):
+    def forward(ctx, x, w, b, labels, rows_by_seq, groups, loss_fn, tf, impl, needs):
         dtype = logp_dtype(x)
         sums = torch.zeros(len(rows_by_seq), dtype=dtype, device=x.device)
         seq_grads = torch.zeros_like(sums)
@@ -97,7 +97,7 @@ class SequenceGroupLossFunction(torch.autograd.Function):
                     continue
                 ones = torch.ones(rows.numel(), dtype=dtype, device=x.device)
                 logp, *grads = impl.forward_backward(x[rows], w, b, labels[rows], ones,
-                                                     inv_temp, needs, dw_out=dw_out)
+                                                     tf, needs, dw_out=dw_out)
                 sums[q] = logp.sum()
                 parts.append((q, rows, grads))
             seq_grads[group] = _loss_and_grad(loss_fn, sums)[1][group]
@@ -137,11 +137,11 @@ def _check_grouping(seq_index, groups, labels):
 
 
 def sequence_group_loss(hidden, weight, labels, seq_index, groups, loss_fn, *, bias=None,
-                        ignore_index=-100, temperature=1.0, backend="auto"):
+                        ignore_index=-100, temperature=1.0, softcap=None, backend="auto"):
     """``loss_fn(s)`` of the per-sequence log-prob sums ``s``, gradients in a single pass.
 
     Args:
-        hidden, weight, labels, bias, ignore_index, temperature, backend: as in
+        hidden, weight, labels, bias, ignore_index, temperature, softcap, backend: as in
             :func:`token_logprobs`.
         seq_index: integer tensor of labels' shape, the sequence id of each token.
         groups: [G, K] integer tensor, the sequence ids of each group (for pairs, K = 2:
@@ -155,7 +155,7 @@ def sequence_group_loss(hidden, weight, labels, seq_index, groups, loss_fn, *, b
         ``(loss, sums)``: the loss (float32 scalar, differentiable w.r.t. hidden, weight and
         bias) and the detached float32 [S] sums (0 for a sequence without labelled tokens).
     """
-    check_inputs(hidden, weight, labels, bias, ignore_index, temperature)
+    tf = check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap)
     _check_grouping(seq_index, groups, labels)
     impl = select_backend(backend, hidden.device, hidden.dtype)
     x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
@@ -173,5 +173,5 @@ def sequence_group_loss(hidden, weight, labels, seq_index, groups, loss_fn, *, b
     counts = torch.bincount(seqs[rows], minlength=num_seqs).tolist()
     rows_by_seq = list(torch.split(rows[order], counts))
     return SequenceGroupLossFunction.apply(
-        x, w, bias, safe_labels, rows_by_seq, groups.tolist(), loss_fn, 1.0 / temperature,
-        impl, grads_needed(hidden, weight, bias))
+        x, w, bias, safe_labels, rows_by_seq, groups.tolist(), loss_fn, tf, impl,
+        grads_needed(hidden, weight, bias))

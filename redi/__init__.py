@@ -14,6 +14,9 @@ Public API (imported lazily, so ``import redi`` stays cheap):
 
 The core install (torch + triton) is enough for all of these; the data tools, trainer,
 evaluation and demo need extras (``pip install 'redi[train,eval]'``, see pyproject.toml).
+
+Every op and loss takes ``softcap`` and ``temperature`` (Gemma-style capped, tempered logits);
+``redi.model_logits`` reads a Hugging Face model's cap and hands it to a loss.
 """
 
 from importlib import import_module

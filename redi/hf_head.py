@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from redi.model_logits import model_softcap
+
 
 class HeadError(ValueError):
     """A model whose head the fused loss cannot take (or would take wrongly)."""
@@ -73,10 +75,10 @@ def output_head(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def logit_softcap(model: torch.nn.Module) -> float | None:
-    """The model's final-logit softcap (Gemma 2's ``final_logit_softcapping``), or None."""
+    """The final-logit softcap of ``model`` (through its wrappers), or None: the rule of
+    ``redi.model_logits.model_softcap`` (which also refuses logit scalings it cannot apply)."""
     config = getattr(_unwrap(model), "config", None)
-    cap = getattr(config, "final_logit_softcapping", None)
-    return float(cap) if cap else None
+    return None if config is None else model_softcap(config)
 
 
 def head_inputs(model: torch.nn.Module, *, allow_softcap: bool = False, **inputs):

@@ -8,6 +8,12 @@ Called in Liger-Kernel's order::
 ``ignore_index`` on prompt and padding. Preference batches are padded ``[2B, T, H]`` (B
 chosen rows first) or packed (see ``redi.segments``). ``metrics`` holds detached tensors.
 
+Every loss takes ``softcap`` and ``temperature`` (constructor arguments): the log-probs are
+those of ``z = softcap * tanh((hidden W^T + b) / softcap) / temperature`` (no tanh when
+``softcap`` is None). A model with Gemma-style ``final_logit_softcapping`` needs its value
+here, or the losses would train a distribution the model does not have (see
+``redi.model_logits``).
+
 The losses linear in the token log-probs (REDI, SFT) know dL/dlogp_t before the forward
 pass, so they run the single-pass op (gradients produced with the value: 3 matmuls). DPO,
 SimPO and reweighted REDI need the sequence totals first and by default run the two-pass op,
@@ -26,15 +32,30 @@ import torch
 from . import functional as LF
 from .defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 from .kernels import sequence_group_loss, token_logprobs, weighted_logprob_sum
+from .kernels.logit_transform import LogitTransform
 from .segments import PairedSequences
+
+
+def _set_logit_args(loss, ignore_index, backend, softcap, temperature):
+    """Store the fused op's arguments on ``loss``, softcap and temperature validated."""
+    transform = LogitTransform(temperature, softcap)
+    loss.ignore_index, loss.backend = ignore_index, backend
+    loss.softcap, loss.temperature = transform.softcap, transform.temperature
+
+
+def _op_args(loss) -> dict:
+    return dict(ignore_index=loss.ignore_index, backend=loss.backend, softcap=loss.softcap,
+                temperature=loss.temperature)
 
 
 class FusedLinearPreferenceLoss(torch.nn.Module):
     """Base class of the fused preference losses; public, to add one (``docs/custom-loss.md``).
 
     It splits a padded or packed batch into (chosen, rejected) pairs, computes each
-    sequence's summed completion log-prob ``lp(y) = sum_t log softmax(h_t W^T + b)[y_t]``
-    with the fused op (never the logits) and applies the subclass's loss of those sums::
+    sequence's summed completion log-prob ``lp(y) = sum_t log softmax(z_t)[y_t]`` with the
+    fused op (never the logits; ``z_t`` is ``h_t W^T + b`` after the optional softcap and
+    temperature, ``redi.kernels.logit_transform``) and applies the subclass's loss of those
+    sums::
 
         pair_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
                   num_pairs, **extra) -> (loss, metrics)
@@ -49,10 +70,10 @@ class FusedLinearPreferenceLoss(torch.nn.Module):
     """
 
     def __init__(self, ignore_index: int = -100, backend: str = "auto",
-                 single_pass: bool = False):
+                 single_pass: bool = False, softcap: float | None = None,
+                 temperature: float = 1.0):
         super().__init__()
-        self.ignore_index = ignore_index
-        self.backend = backend
+        _set_logit_args(self, ignore_index, backend, softcap, temperature)
         self.single_pass = single_pass
 
     def pair_loss(self, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
@@ -69,7 +90,7 @@ class FusedLinearPreferenceLoss(torch.nn.Module):
             hidden, labels, self.ignore_index, seq_index=seq_index, cu_seqlens=cu_seqlens,
             chosen_index=chosen_index, rejected_index=rejected_index)
         len_w, len_l = pairs.lengths[pairs.chosen], pairs.lengths[pairs.rejected]
-        op_args = dict(bias=bias, ignore_index=self.ignore_index, backend=self.backend)
+        op_args = dict(bias=bias, **_op_args(self))
         weights = self.linear_weights(len_w, len_l, num_pairs)
         loss = None
         if weights is not None:
@@ -109,8 +130,9 @@ class FusedLinearREDILoss(FusedLinearPreferenceLoss):
     def __init__(self, alpha: float = REDI_ALPHA, chosen_coef: float = REDI_CHOSEN_COEF,
                  ignore_index: int = -100,
                  backend: str = "auto", neg_reweight_gamma: float | None = None,
-                 single_pass: bool = False):
-        super().__init__(ignore_index, backend, single_pass)
+                 single_pass: bool = False, softcap: float | None = None,
+                 temperature: float = 1.0):
+        super().__init__(ignore_index, backend, single_pass, softcap, temperature)
         LF.check_redi_args(alpha, chosen_coef, neg_reweight_gamma)
         self.alpha, self.chosen_coef = alpha, chosen_coef
         # gamma = 0 is w = 1: the linear loss, single pass
@@ -138,9 +160,9 @@ class FusedLinearDPOLoss(FusedLinearPreferenceLoss):
     """
 
     def __init__(self, beta: float = DPO_BETA, loss_type: str = "sigmoid",
-                 ignore_index: int = -100,
-                 backend: str = "auto", single_pass: bool = False):
-        super().__init__(ignore_index, backend, single_pass)
+                 ignore_index: int = -100, backend: str = "auto", single_pass: bool = False,
+                 softcap: float | None = None, temperature: float = 1.0):
+        super().__init__(ignore_index, backend, single_pass, softcap, temperature)
         LF.check_beta(beta)
         if loss_type != "sigmoid":
             raise ValueError(f"loss_type must be 'sigmoid', got {loss_type!r}")
@@ -159,9 +181,9 @@ class FusedLinearSimPOLoss(FusedLinearPreferenceLoss):
     """
 
     def __init__(self, beta: float = SIMPO_BETA, gamma: float = SIMPO_GAMMA,
-                 ignore_index: int = -100,
-                 backend: str = "auto", single_pass: bool = False):
-        super().__init__(ignore_index, backend, single_pass)
+                 ignore_index: int = -100, backend: str = "auto", single_pass: bool = False,
+                 softcap: float | None = None, temperature: float = 1.0):
+        super().__init__(ignore_index, backend, single_pass, softcap, temperature)
         LF.check_beta(beta)
         self.beta, self.gamma = beta, gamma
 
@@ -179,15 +201,14 @@ class FusedLinearSFTLoss(torch.nn.Module):
     zero gradients. Padded ``[B, T, H]`` and packed ``[N, H]`` batches are the same to it.
     """
 
-    def __init__(self, ignore_index: int = -100, backend: str = "auto"):
+    def __init__(self, ignore_index: int = -100, backend: str = "auto",
+                 softcap: float | None = None, temperature: float = 1.0):
         super().__init__()
-        self.ignore_index = ignore_index
-        self.backend = backend
+        _set_logit_args(self, ignore_index, backend, softcap, temperature)
 
     def forward(self, weight, hidden, labels, bias=None, *, num_tokens=None):
         tokens = (labels != self.ignore_index).sum()
         denominator = tokens.clamp(min=1) if num_tokens is None else num_tokens
         coef = torch.full(labels.shape, -1.0, device=labels.device) / denominator
-        loss = weighted_logprob_sum(hidden, weight, labels, coef, bias=bias,
-                                    ignore_index=self.ignore_index, backend=self.backend)
+        loss = weighted_logprob_sum(hidden, weight, labels, coef, bias=bias, **_op_args(self))
         return loss, {"nll": loss.detach(), "tokens": tokens}

@@ -8,12 +8,14 @@ from redi.segments import PairedSequences
 
 
 def pair_logps(weight, hidden, labels, bias=None, *, ignore_index=-100, backend="auto",
-               **layout):
-    """(chosen, rejected) summed completion log-probs ``sum_t log softmax(h_t W^T + b)[y_t]``,
-    ``[B]`` each, for a padded or packed pair batch (layout as in ``redi.segments``), computed
-    by the fused op without materializing the logits. Used for DPO's reference model and for
-    held-out log-probs in evaluation."""
+               softcap=None, temperature=1.0, **layout):
+    """(chosen, rejected) summed completion log-probs ``sum_t log softmax(z_t)[y_t]``, ``[B]``
+    each, ``z_t = softcap tanh((h_t W^T + b) / softcap) / temperature`` (as in
+    ``redi.token_logprobs``), for a padded or packed pair batch (layout as in
+    ``redi.segments``), computed by the fused op without materializing the logits. Used for
+    DPO's reference model and for held-out log-probs in evaluation."""
     pairs = PairedSequences.from_batch(hidden, labels, ignore_index, **layout)
     sums = pairs.sequence_sums(token_logprobs(pairs.hidden, weight, pairs.labels, bias=bias,
-                                              ignore_index=ignore_index, backend=backend))
+                                              ignore_index=ignore_index, backend=backend,
+                                              softcap=softcap, temperature=temperature))
     return sums[pairs.chosen], sums[pairs.rejected]

@@ -3,14 +3,20 @@
 import torch
 
 
-def logits64(hidden, weight, bias=None, temperature=1.0):
-    z = hidden.double() @ weight.double().T / temperature
-    return z if bias is None else z + bias.double()
+def logits64(hidden, weight, bias=None, temperature=1.0, softcap=None):
+    """z = c tanh((h W^T + b) / c) / t (no tanh without a softcap c), float64."""
+    s = hidden.double() @ weight.double().T
+    if bias is not None:
+        s = s + bias.double()
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    return s / temperature
 
 
-def token_logprobs64(hidden, weight, labels, bias=None, temperature=1.0, ignore_index=-100):
-    """log_softmax(hidden W^T / t + b)[label], 0 at ignored positions, float64."""
-    logp = torch.log_softmax(logits64(hidden, weight, bias, temperature), dim=-1)
+def token_logprobs64(hidden, weight, labels, bias=None, temperature=1.0, ignore_index=-100,
+                     softcap=None):
+    """log_softmax(z)[label] of the logits above, 0 at ignored positions, float64."""
+    logp = torch.log_softmax(logits64(hidden, weight, bias, temperature, softcap), dim=-1)
     valid = labels != ignore_index
     picked = logp.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1)
     return torch.where(valid, picked, torch.zeros_like(picked))

@@ -30,14 +30,15 @@ def preference_batch(seed=0, dtype=torch.float32, bias=False, b=B, t=T):
     return hidden, weight, bias_, labels
 
 
-def sequence_logps64(hidden, weight, bias, labels):
+def sequence_logps64(hidden, weight, bias, labels, softcap=None, temperature=1.0):
     """Per-row summed completion log-probs and completion lengths, float64."""
-    logp = token_logprobs64(hidden, weight, labels, bias)
+    logp = token_logprobs64(hidden, weight, labels, bias, temperature, softcap=softcap)
     return logp.sum(-1), (labels != -100).sum(-1).double()
 
 
 def reference_loss(name, hidden, weight, bias, labels, **kw):
-    return pair_formula(name, *sequence_logps64(hidden, weight, bias, labels), **kw)
+    logits = {k: kw[k] for k in ("softcap", "temperature") if k in kw}
+    return pair_formula(name, *sequence_logps64(hidden, weight, bias, labels, **logits), **kw)
 
 
 def pair_formula(name, lp, n, **kw):
@@ -56,7 +57,8 @@ def pair_formula(name, lp, n, **kw):
 
 
 def make_loss(name, backend, **kw):
-    common = dict(backend=backend, single_pass=kw.get("single_pass", False))
+    common = dict(backend=backend, single_pass=kw.get("single_pass", False),
+                  **{k: kw[k] for k in ("softcap", "temperature") if k in kw})
     if name == "redi":
         return redi.FusedLinearREDILoss(alpha=kw["alpha"], chosen_coef=kw["chosen_coef"],
                                         neg_reweight_gamma=kw.get("gamma"), **common)
@@ -115,13 +117,49 @@ def test_loss_matches_formula_float64(case, bias, backend):
     assert all(not v.requires_grad for v in metrics.values())
 
 
+# softcap 1.5 against logits of spread ~2: the cap changes every loss by far more than the
+# tolerances below (asserted)
+CAPPED = dict(softcap=1.5, temperature=0.8)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_sft_matches_formula_float64(backend):
-    hidden, weight, b, labels = preference_batch(seed=2, bias=True)
-    loss, metrics = redi.FusedLinearSFTLoss(backend=backend)(weight, hidden, labels, b)
+@pytest.mark.parametrize("case", list(CASES))
+def test_softcap_and_temperature_reach_every_loss_path(case, backend):
+    """Each loss (and each of its code paths: single pass, two pass, sequence groups) takes
+    the log-probs of the capped, tempered logits: against the formula on float64 logits."""
+    name, kw = case.split("_")[0], dict(CASES[case], **CAPPED)
+    hidden, weight, b, labels = preference_batch(seed=11, bias=True)
+    extra = {}
+    if name == "dpo":
+        extra = dict(zip(("ref_chosen_logps", "ref_rejected_logps"), reference_logps(11)))
+        kw.update(ref_w=extra["ref_chosen_logps"], ref_l=extra["ref_rejected_logps"])
+    loss_fn = make_loss(name, backend, **kw)
+    assert (loss_fn.softcap, loss_fn.temperature) == (1.5, 0.8)
+    loss, metrics = loss_fn(weight, hidden, labels, b, **extra)
     loss.backward()
     x64, w64, b64 = leaf64(hidden), leaf64(weight), leaf64(b)
-    logp = token_logprobs64(x64, w64, labels, b64)
+    ref = reference_loss(name, x64, w64, b64, labels, **kw)
+    ref.backward()
+    plain = {k: v for k, v in kw.items() if k not in CAPPED}
+    uncapped = reference_loss(name, *(t.detach() for t in (x64, w64, b64)), labels, **plain)
+    assert abs(uncapped - ref).item() > 1e-2
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(grads_of(hidden, weight, b), grads_of(x64, w64, b64)):
+        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=2e-6)
+    lp, _ = sequence_logps64(x64.detach(), w64.detach(), b64.detach(), labels, **CAPPED)
+    torch.testing.assert_close(metrics["chosen_logps"].double(), lp[:B], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("logits", [{}, CAPPED], ids=["plain", "capped"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sft_matches_formula_float64(backend, logits):
+    hidden, weight, b, labels = preference_batch(seed=2, bias=True)
+    loss, metrics = redi.FusedLinearSFTLoss(backend=backend, **logits)(weight, hidden, labels,
+                                                                      b)
+    loss.backward()
+    x64, w64, b64 = leaf64(hidden), leaf64(weight), leaf64(b)
+    logp = token_logprobs64(x64, w64, labels, b64, logits.get("temperature", 1.0),
+                            softcap=logits.get("softcap"))
     ref = -logp.sum() / (labels != -100).sum()
     ref.backward()
     torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
@@ -186,10 +224,11 @@ def to_packed(hidden, labels, order):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["redi", "redi_reweighted", "dpo", "simpo", "dpo_single_pass",
-                                  "simpo_single_pass"])
+                                  "simpo_single_pass", "redi_capped", "dpo_single_pass_capped"])
 @pytest.mark.parametrize("index", ["seq_index", "cu_seqlens"])
 def test_padded_equals_packed(case, backend, index):
-    name, kw = case.split("_")[0], CASES[case]
+    name, kw = case.split("_")[0], CASES[case.removesuffix("_capped")]
+    kw = dict(kw, **CAPPED) if case.endswith("_capped") else kw
     hidden, weight, _, labels = preference_batch(seed=4)
     extra = {}
     if name == "dpo":
@@ -339,7 +378,13 @@ def test_bad_input_raises_value_error(match):
     lambda: redi.FusedLinearDPOLoss(beta=0.0),
     lambda: redi.FusedLinearDPOLoss(loss_type="ipo"),
     lambda: redi.FusedLinearSimPOLoss(beta=-1.0),
-], ids=["alpha>1", "alpha<0", "chosen_coef", "dpo_beta", "dpo_loss_type", "simpo_beta"])
+    lambda: redi.FusedLinearREDILoss(softcap=0.0),
+    lambda: redi.FusedLinearDPOLoss(softcap=-30.0),
+    lambda: redi.FusedLinearSimPOLoss(temperature=0.0),
+    lambda: redi.FusedLinearSFTLoss(softcap=float("nan")),
+], ids=["alpha>1", "alpha<0", "chosen_coef", "dpo_beta", "dpo_loss_type", "simpo_beta",
+        "redi_softcap", "dpo_softcap", "simpo_temperature", "sft_softcap"])
 def test_bad_hyperparameters_raise_value_error(make):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^(alpha|chosen_coef|beta|loss_type|softcap|"
+                                         "temperature) must be"):
         make()

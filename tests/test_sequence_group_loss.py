@@ -34,9 +34,9 @@ def group_loss(s):
     return (F.logsigmoid(0.05 * (a - b)) * torch.tanh(0.02 * c) + 1e-3 * a**2).sum()
 
 
-def reference(hidden, weight, bias, labels, seq_index, temperature=1.0):
+def reference(hidden, weight, bias, labels, seq_index, temperature=1.0, softcap=None):
     x, w, b = leaf64(hidden), leaf64(weight), leaf64(bias)
-    logp = token_logprobs64(x, w, labels, b, temperature)
+    logp = token_logprobs64(x, w, labels, b, temperature, softcap=softcap)
     sums = torch.zeros(7, dtype=torch.float64).index_add(0, seq_index, logp)
     loss = group_loss(sums)
     loss.backward()
@@ -48,15 +48,17 @@ def assert_close64(actual, expected, tol):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("bias,temperature", [(False, 1.0), (True, 0.7)],
-                         ids=["no_bias", "bias_temp0.7"])
-def test_matches_float64(backend, bias, temperature, chunking):
+@pytest.mark.parametrize("bias,temperature,softcap", [
+    (False, 1.0, None), (True, 0.7, None), (True, 0.7, 2.0)],
+    ids=["no_bias", "bias_temp0.7", "bias_temp0.7_softcap2"])
+def test_matches_float64(backend, bias, temperature, softcap, chunking):
     hidden, weight, b, labels, seq = make_problem(bias=bias)
     loss, sums = redi.sequence_group_loss(hidden, weight, labels, seq, GROUPS, group_loss,
-                                          bias=b, temperature=temperature, backend=backend)
+                                          bias=b, temperature=temperature, softcap=softcap,
+                                          backend=backend)
     loss.backward()
     ref_loss, ref_sums, ref_dx, ref_dw, ref_db = reference(hidden, weight, b, labels, seq,
-                                                           temperature)
+                                                           temperature, softcap)
     assert loss.dtype == torch.float32 and not sums.requires_grad
     assert_close64(loss, ref_loss, 2e-5)
     assert_close64(sums, ref_sums, 2e-5)
@@ -77,12 +79,13 @@ def test_upstream_gradient_scales_the_result():
     assert_close64(weight.grad, -2.5 * ref_dw, 5e-5)
 
 
-def test_float64_on_the_torch_backend():
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_float64_on_the_torch_backend(softcap):
     hidden, weight, b, labels, seq = make_problem(dtype=torch.float64, bias=True, seed=2)
     loss, _ = redi.sequence_group_loss(hidden, weight, labels, seq, GROUPS, group_loss,
-                                       bias=b)
+                                       bias=b, softcap=softcap, temperature=0.9)
     loss.backward()
-    ref = reference(hidden, weight, b, labels, seq)
+    ref = reference(hidden, weight, b, labels, seq, 0.9, softcap)
     assert loss.dtype == torch.float64
     for ours, truth in zip((loss, hidden.grad, weight.grad, b.grad), ref[:1] + ref[2:]):
         torch.testing.assert_close(ours, truth, rtol=1e-10, atol=1e-12)
@@ -169,6 +172,8 @@ def bad_calls():
             ok, labels=torch.where(seq == 3, 0, labels)),
         "must return a scalar": dict(ok, loss_fn=lambda s: s),
         "hidden's last dim": dict(ok, hidden=hidden[:, :5]),
+        "softcap must be": dict(ok, softcap=0),
+        "temperature must be": dict(ok, temperature=-1.0),
     }
 
 

@@ -30,9 +30,9 @@ def make_inputs(lead_shape, hidden_size, vocab, dtype=torch.float32, bias=False,
     return cast(hidden), cast(weight), cast(b), labels, grad
 
 
-def reference(hidden, weight, bias, labels, grad, temperature):
+def reference(hidden, weight, bias, labels, grad, temperature, softcap=None):
     x, w, b = leaf64(hidden), leaf64(weight), leaf64(bias)
-    logp = token_logprobs64(x, w, labels, b, temperature)
+    logp = token_logprobs64(x, w, labels, b, temperature, softcap=softcap)
     (logp * grad.double()).sum().backward()
     return logp.detach(), x.grad, w.grad, None if b is None else b.grad
 
@@ -93,12 +93,58 @@ def test_weighted_logprob_sum_matches_float64(backend, bias, temperature, shape,
         assert_close64(b.grad, ref_db, 2e-5)
 
 
+# softcap 2 against logits of spread ~3: most of them in tanh's curved or saturated part
+SOFTCAPS = pytest.mark.parametrize("softcap,temperature,bias", [
+    (2.0, 1.0, False), (2.0, 0.6, True), (50.0, 1.3, True)], ids=["c2", "c2_t0.6_bias",
+                                                                   "c50_t1.3_bias"])
+
+
+@SOFTCAPS
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softcap_token_logprobs_matches_float64(backend, softcap, temperature, bias, chunking):
+    hidden, weight, b, labels, grad = make_inputs((3, 17), 31, 123, bias=bias, seed=7)
+    logp = redi.token_logprobs(hidden, weight, labels, bias=b, temperature=temperature,
+                               softcap=softcap, backend=backend)
+    (logp * grad).sum().backward()
+    ref_logp, ref_dx, ref_dw, ref_db = reference(hidden, weight, b, labels, grad, temperature,
+                                                 softcap)
+    uncapped = token_logprobs64(hidden, weight, labels, b, temperature)
+    assert (uncapped - ref_logp).abs().max() > 1e-3  # the cap matters for these inputs
+    assert torch.all(logp[labels == -100] == 0)
+    assert_close64(logp, ref_logp, 2e-5)
+    db = b.grad if bias else None
+    for got, want in ((hidden.grad, ref_dx), (weight.grad, ref_dw), (db, ref_db)):
+        if want is not None:
+            assert_close64(got, want, 2e-5)
+
+
+@SOFTCAPS
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softcap_weighted_logprob_sum_matches_float64(backend, softcap, temperature, bias,
+                                                      chunking):
+    hidden, weight, b, labels, coef = make_inputs((3, 17), 31, 123, bias=bias, seed=8)
+    total, logp = redi.weighted_logprob_sum(hidden, weight, labels, coef, bias=b,
+                                            temperature=temperature, softcap=softcap,
+                                            backend=backend, return_logprobs=True)
+    (-1.5 * total).backward()
+    ref_logp, ref_dx, ref_dw, ref_db = reference(hidden, weight, b, labels, -1.5 * coef,
+                                                 temperature, softcap)
+    assert_close64(total, (ref_logp * coef.detach().double()).sum(), 5e-5)
+    assert_close64(logp, ref_logp, 2e-5)
+    db = b.grad if bias else None
+    for got, want in ((hidden.grad, ref_dx), (weight.grad, ref_dw), (db, ref_db)):
+        if want is not None:
+            assert_close64(got, want, 2e-5)
+
+
 def test_float64_gradcheck_torch_backend():
     """The backward formulas, checked by finite differences (torch backend runs in fp64)."""
     hidden, weight, b, labels, _ = make_inputs((6,), 5, 7, dtype=torch.float64, bias=True)
-    f = lambda x, w, bb: redi.token_logprobs(x, w, labels, bias=bb, temperature=0.8,  # noqa: E731
-                                             backend="torch")
-    assert torch.autograd.gradcheck(f, (hidden, weight, b))
+    for softcap in (None, 1.5):
+        def f(x, w, bb, softcap=softcap):
+            return redi.token_logprobs(x, w, labels, bias=bb, temperature=0.8, softcap=softcap,
+                                       backend="torch")
+        assert torch.autograd.gradcheck(f, (hidden, weight, b))
 
 
 def test_weighted_sum_gradients_are_handed_over_once():
@@ -136,10 +182,13 @@ def test_empty_input(backend):
     assert total.item() == 0.0 and torch.equal(weight.grad, torch.zeros_like(weight))
 
 
-def naive_16bit(hidden, weight, labels, grad, temperature=1.0):
+def naive_16bit(hidden, weight, labels, grad, temperature=1.0, softcap=None):
     """The usual unfused computation in the input's 16-bit dtype: full logits, log_softmax."""
     x, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
-    logp = torch.log_softmax(x @ w.T / temperature, dim=-1)
+    s = x @ w.T
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    logp = torch.log_softmax(s / temperature, dim=-1)
     valid = labels != -100
     logp = logp.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1) * valid
     (logp * grad.to(logp.dtype)).sum().backward()
@@ -150,22 +199,27 @@ def max_err(actual, expected):
     return (actual.double() - expected).abs().max().item()
 
 
+@pytest.mark.parametrize("softcap", [None, 2.0], ids=["no_cap", "cap2"])
 @pytest.mark.parametrize("backend,dtype", [("torch", torch.bfloat16), ("torch", torch.float16),
                                            ("triton", torch.float16)])
-def test_16bit_no_worse_than_naive_16bit(backend, dtype, chunking):
+def test_16bit_no_worse_than_naive_16bit(backend, dtype, softcap, chunking):
     hidden, weight, _, labels, grad = make_inputs((64,), 48, 300, dtype=dtype, seed=3)
-    logp = redi.token_logprobs(hidden, weight, labels, backend=backend)
+    cap = dict(softcap=softcap, backend=backend)
+    logp = redi.token_logprobs(hidden, weight, labels, **cap)
     (logp * grad).sum().backward()
     assert logp.dtype == torch.float32
     assert hidden.grad.dtype == dtype and weight.grad.dtype == dtype
-    ref = reference(hidden, weight, None, labels, grad, 1.0)
-    naive = naive_16bit(hidden, weight, labels, grad)
+    ref = reference(hidden, weight, None, labels, grad, 1.0, softcap)
+    naive = naive_16bit(hidden, weight, labels, grad, softcap=softcap)
+    # Both are then at ~1.3x the rounding of the true gradient to 16 bits; with the cap's
+    # extra factor in 16-bit dz, the Triton dW was measured at 1.05x naive's (seed 3).
+    slack = 1.0 if softcap is None else 1.1
     for ours, theirs, truth in zip((logp, hidden.grad, weight.grad), naive, ref):
-        assert max_err(ours, truth) <= max_err(theirs, truth)
+        assert max_err(ours, truth) <= slack * max_err(theirs, truth)
     hidden.grad = weight.grad = None
-    redi.weighted_logprob_sum(hidden, weight, labels, grad, backend=backend).backward()
+    redi.weighted_logprob_sum(hidden, weight, labels, grad, **cap).backward()
     for ours, theirs, truth in zip((hidden.grad, weight.grad), naive[1:], ref[1:]):
-        assert max_err(ours, truth) <= max_err(theirs, truth)
+        assert max_err(ours, truth) <= slack * max_err(theirs, truth)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -230,7 +284,12 @@ def bad_inputs():
         ("labels must be an integer", dict(hidden=x, weight=w, labels=y.float())),
         ("share a dtype", dict(hidden=x.half(), weight=w, labels=y)),
         ("bias must be", dict(hidden=x, weight=w, labels=y, bias=torch.randn(9))),
-        ("temperature", dict(hidden=x, weight=w, labels=y, temperature=0.0)),
+        ("temperature must be", dict(hidden=x, weight=w, labels=y, temperature=0.0)),
+        ("temperature must be", dict(hidden=x, weight=w, labels=y, temperature=float("nan"))),
+        ("softcap must be", dict(hidden=x, weight=w, labels=y, softcap=0.0)),
+        ("softcap must be", dict(hidden=x, weight=w, labels=y, softcap=-30.0)),
+        ("softcap must be", dict(hidden=x, weight=w, labels=y, softcap=float("inf"))),
+        ("softcap must be", dict(hidden=x, weight=w, labels=y, softcap="30")),
         ("backend must be", dict(hidden=x, weight=w, labels=y, backend="cuda")),
         ("one device", dict(hidden=x, weight=w.to("meta"), labels=y)),
     ]

@@ -46,9 +46,10 @@ def max_err(a, b):
     return (a.double() - b).abs().max().item()
 
 
+@pytest.mark.parametrize("softcap", [None, 2.0])  # logits of spread ~1.4: 2 bends them
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_fp32_odd_shapes_match_float64(bias, temperature):
+def test_fp32_odd_shapes_match_float64(bias, temperature, softcap):
     gen = torch.Generator(device="cuda").manual_seed(0)
     n, h, v = 1001, 200, 5003
     kw = dict(device="cuda", generator=gen)
@@ -59,19 +60,20 @@ def test_fp32_odd_shapes_match_float64(bias, temperature):
     labels[::7] = -100
     grad = torch.randn(n, **kw)
     x64, w64, b64 = leaf64(hidden), leaf64(weight), leaf64(b)
-    ref = token_logprobs64(x64, w64, labels, b64, temperature)
+    ref = token_logprobs64(x64, w64, labels, b64, temperature, softcap=softcap)
     (ref * grad.double()).sum().backward()
     for entry in ("token_logprobs", "weighted_logprob_sum"):
         for t in (hidden, weight, b):
             if t is not None:
                 t.grad = None
         if entry == "token_logprobs":
-            logp = redi.token_logprobs(hidden, weight, labels, bias=b, temperature=temperature)
+            logp = redi.token_logprobs(hidden, weight, labels, bias=b, temperature=temperature,
+                                       softcap=softcap)
             (logp * grad).sum().backward()
             torch.testing.assert_close(logp.double(), ref.detach(), rtol=1e-4, atol=1e-4)
         else:
             total = redi.weighted_logprob_sum(hidden, weight, labels, grad, bias=b,
-                                              temperature=temperature)
+                                              temperature=temperature, softcap=softcap)
             total.backward()
             torch.testing.assert_close(total.double(), (ref * grad.double()).sum().detach(),
                                        rtol=1e-4, atol=1e-2)

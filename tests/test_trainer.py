@@ -167,7 +167,7 @@ def test_exit_process_keeps_status_and_output(start_group):
         (3, "buffered") if start_group else (4, "buffered returned")), result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("tied", ["tied", "untied"])
+@pytest.mark.parametrize("tied", ["tied", "untied", "softcapped"])
 def test_fused_loss_under_fsdp2_matches_full_logits(tied):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(

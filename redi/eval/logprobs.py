@@ -9,6 +9,7 @@ from redi.data.batching import collate_pairs
 from redi.data.formatting import IGNORE_INDEX, Formatter
 from redi.data.tokenized import load_pairs
 from redi.data.tokenizer import load_tokenizer
+from redi.model_logits import model_softcap
 from redi.pair_logprobs import pair_logps
 
 
@@ -24,6 +25,7 @@ def pair_logprob_margins(model_dir, pairs_path, max_length: int = 4096,
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                  local_files_only=True).eval()
     head = model.get_output_embeddings()
+    softcap = model_softcap(model.config)
     chosen, rejected = [], []
     for start in range(0, len(pairs), batch_size):
         batch = collate_pairs([pairs[i] for i in range(start, min(start + batch_size,
@@ -31,7 +33,8 @@ def pair_logprob_margins(model_dir, pairs_path, max_length: int = 4096,
                               tokenizer.pad_token_id)
         hidden = model.get_decoder()(input_ids=batch["input_ids"],
                                      attention_mask=batch["attention_mask"]).last_hidden_state
-        lp_w, lp_l = pair_logps(head.weight, hidden, batch["labels"], head.bias)
+        lp_w, lp_l = pair_logps(head.weight, hidden, batch["labels"], head.bias,
+                                softcap=softcap)
         lengths = (batch["labels"] != IGNORE_INDEX).sum(1)
         b = lp_w.shape[0]
         chosen.append(lp_w / lengths[:b])

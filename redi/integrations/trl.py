@@ -38,7 +38,8 @@ except ImportError as err:  # one line, naming the extra
                       f"'redi[trl]'): {err}") from err
 
 from redi import losses
-from redi.hf_head import head_inputs
+from redi.hf_head import head_inputs, logit_softcap
+from redi.model_logits import with_model_softcap
 from redi.pair_logprobs import pair_logps
 
 LOSS_TYPES = ("redi", "sigmoid", "simpo")
@@ -192,10 +193,12 @@ class REDITrainer(DPOTrainer):
         if self.ref_model is None:  # a PEFT model: the base model is the reference
             context = self.accelerator.unwrap_model(model).disable_adapter()
         with torch.no_grad(), context:
-            hidden, weight, bias = head_inputs(self.ref_model or model,
+            reference = self.ref_model or model
+            hidden, weight, bias = head_inputs(reference, allow_softcap=True,
                                                input_ids=inputs["input_ids"],
                                                attention_mask=inputs["attention_mask"])
-            return pair_logps(weight, hidden, labels, bias, backend=self.loss_fn.backend)
+            return pair_logps(weight, hidden, labels, bias, backend=self.loss_fn.backend,
+                              softcap=logit_softcap(reference))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = shifted_labels(inputs["input_ids"], inputs["completion_mask"])
@@ -203,9 +206,12 @@ class REDITrainer(DPOTrainer):
         if self.loss_type == "sigmoid":
             ref_chosen, ref_rejected = self._reference_logps(model, inputs, labels)
             extra = dict(ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected)
-        hidden, weight, bias = head_inputs(model, input_ids=inputs["input_ids"],
+        hidden, weight, bias = head_inputs(model, allow_softcap=True,
+                                           input_ids=inputs["input_ids"],
                                            attention_mask=inputs["attention_mask"])
-        loss, metrics = self.loss_fn(weight, hidden, labels, bias, **extra)
+        # a Gemma-style final_logit_softcapping of the model goes into the loss
+        loss_fn = with_model_softcap(self.loss_fn, logit_softcap(model))
+        loss, metrics = loss_fn(weight, hidden, labels, bias, **extra)
         self._record(metrics)
         return (loss, metrics) if return_outputs else loss
 

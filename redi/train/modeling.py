@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM
 
 from redi.files import replace_dir
 from redi.hf_head import head_inputs
+from redi.model_logits import model_softcap, with_model_softcap
 from redi.train import lora
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.model_spec import hf_config, model_source
@@ -88,11 +89,17 @@ class CausalLMWithFusedLoss(torch.nn.Module):
     packed one (``input_ids``, ``position_ids`` restarting per sequence, ``seq_index``):
     flash-attn separates packed sequences by their positions, other kernels get a
     block-causal mask.
+
+    The model's final-logit softcap (``final_logit_softcapping``, Gemma) is read from its
+    config and handed to every loss: a fused loss without one takes the model's, a loss
+    function gets it as ``softcap=``, and a loss that would ignore it or use another value is
+    an error (``redi.model_logits.with_model_softcap``).
     """
 
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
+        self.softcap = model_softcap(lm.config)
 
     def forward(self, batch: dict, loss_fn, **loss_kwargs):
         decoder_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")
@@ -100,7 +107,8 @@ class CausalLMWithFusedLoss(torch.nn.Module):
         if "seq_index" in batch and self.lm.config._attn_implementation != "flash_attention_2":
             dtype = self.lm.get_input_embeddings().weight.dtype  # the compute dtype
             decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"], dtype)
-        hidden, weight, bias = head_inputs(self.lm, **decoder_inputs)
+        hidden, weight, bias = head_inputs(self.lm, allow_softcap=True, **decoder_inputs)
+        loss_fn = with_model_softcap(loss_fn, self.softcap)
         return loss_fn(weight, hidden, batch["labels"], bias, **loss_kwargs)
 
 

@@ -1,13 +1,16 @@
 """Run under torchrun (2 processes, gloo): the fused loss through the FSDP2 root gives the
 gradients of the unsharded full-logits reference. Exits non-zero on a mismatch.
 
-    torchrun --nproc_per_node 2 tests/workers/fsdp_fused_grads.py tied|untied
+    torchrun --nproc_per_node 2 tests/workers/fsdp_fused_grads.py tied|untied|softcapped
+
+``softcapped``: a tiny Gemma 2 whose config soft-caps its logits; the loss is built without
+a softcap and must take the model's.
 """
 
 import sys
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Gemma2Config, Gemma2ForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from redi.losses import FusedLinearREDILoss
 from redi.train.config import TrainConfig
@@ -25,13 +28,20 @@ def reference_redi_loss(lm, ids, labels):
     return (-lp[:B] / n[:B] + 0.8 * lp[B:] / n[B:]).mean()
 
 
-def main(tied: bool):
+def make_config(mode: str):
+    shape = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2)
+    if mode == "softcapped":  # a cap of 2 bends most logits of this model
+        return Gemma2ForCausalLM, Gemma2Config(**shape, head_dim=8, initializer_range=0.3,
+                                               final_logit_softcapping=2.0)
+    return Qwen2ForCausalLM, Qwen2Config(**shape, tie_word_embeddings=mode == "tied")
+
+
+def main(mode: str):
     env = init_distributed()
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=V, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         tie_word_embeddings=tied)
-    lm, reference = Qwen2ForCausalLM(config), Qwen2ForCausalLM(config)
+    model_cls, config = make_config(mode)
+    lm, reference = model_cls(config), model_cls(config)
     reference.load_state_dict(lm.state_dict())
     model = shard(CausalLMWithFusedLoss(lm), TrainConfig(dtype="fp32"), env.device)
     gen = torch.Generator().manual_seed(1)
@@ -52,11 +62,11 @@ def main(tied: bool):
         worst = max(worst, err / max(scale, 1e-12))
         assert err <= 1e-5 * max(scale, 1.0), (name, err, scale)
     if env.is_main:
-        print(f"max relative gradient error {worst:.2e} ({'tied' if tied else 'untied'})")
+        print(f"max relative gradient error {worst:.2e} ({mode})")
     finish()
     shutdown()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] == "tied")
+    main(sys.argv[1])
     exit_process(0)

@@ -26,16 +26,19 @@ def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
 
 
 def _run(config) -> int:
-    from redi.train.checkpoint import CheckpointError
     from redi.data.errors import DataError
+    from redi.train.checkpoint import CheckpointError
+    from redi.train.export_dir import ExportError
     from redi.train.loop import TrainingDiverged, train
+    from redi.train.run_lock import OutputDirInUse
 
     try:
         result = train(config)
     except TrainingDiverged as err:
         print(f"redi: training diverged: {err}", file=sys.stderr)
         return 1
-    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, DataError, ExportError, OutputDirInUse,
+            FileNotFoundError) as err:
         print(f"redi: {err}", file=sys.stderr)
         return 2
     print(result)

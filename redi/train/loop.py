@@ -7,7 +7,8 @@ schedule, reference, resume), then one optimizer step per iteration:
    loss normalizer (completion tokens for SFT, pairs for Stage 2), so that one process
    with N micro-batches and N processes with one each compute the same update;
 2. forward + fused loss + backward per micro-batch (gradients accumulate);
-3. clip, stop on a non-finite loss or gradient (the last good checkpoint stays), step;
+3. clip, stop on a non-finite loss or gradient (the last good checkpoint stays), step,
+   stop if the step made a parameter non-finite;
 4. log, checkpoint every ``save_every`` steps or when SIGTERM/SIGINT asked to stop.
 
 At the end: a last checkpoint and a Hugging Face export in ``output_dir/final``.
@@ -31,11 +32,13 @@ from redi.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from redi.train.config import TrainConfig, to_yaml
+from redi.train.config import ConfigError, TrainConfig, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
 from redi.files import atomic_write_text
 from redi.train.modeling import build_model, export_hf
 from redi.train.reference import CachedReference, OnlineReference
+from redi.train.run_config import changed_training_keys
+from redi.train.run_lock import OutputDirInUse, RunLock
 from redi.train.run_log import RunLog
 from redi.train.loader import TrainData
 
@@ -150,14 +153,45 @@ class StepMetrics:
 
 def train(config: TrainConfig) -> Path:
     """Run (or resume) training; return the export directory (or the checkpoint written
-    when a signal stopped the run)."""
+    when a signal stopped the run). The output directory is locked for the run."""
     env = init_distributed()
+    lock = RunLock(config.output_dir)
     try:
+        error = None
+        if env.is_main:
+            try:
+                lock.acquire()
+            except OutputDirInUse as err:
+                error = err
+        if not all_true(error is None, env.device):
+            raise error or OutputDirInUse(f"{config.output_dir} is in use by another run")
         result = _train(config, env)
         finish()
         return result
     finally:
+        lock.release()
         shutdown()
+
+
+def start_run_config(config: TrainConfig, out: Path, resume_from: Path | None, is_main: bool):
+    """Write ``config.yaml`` for a new run; on a resume keep it, and refuse changed
+    training keys."""
+    path = out / "config.yaml"
+    if resume_from is not None and path.is_file():
+        changed = changed_training_keys(path.read_text(), config)
+        if changed:
+            raise ConfigError(f"cannot resume {out} with changed training settings "
+                              f"({'; '.join(changed)}): set them back, or use another "
+                              "output_dir or resume=never")
+        return
+    if is_main:
+        atomic_write_text(path, to_yaml(config))
+
+
+def parameters_finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter is finite (one fused pass; sharded parameters are reduced)."""
+    norm = torch.nn.utils.get_total_norm([p.detach() for p in model.parameters()])
+    return math.isfinite(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
 
 
 def _train(config: TrainConfig, env: Distributed) -> Path:
@@ -166,7 +200,8 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     out = Path(config.output_dir)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", to_yaml(config))
+    resume_from = resolve_resume(config.resume, out)
+    start_run_config(config, out, resume_from, env.is_main)
 
     data = TrainData(config, env)
     model = build_model(config, env.device)
@@ -180,7 +215,6 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     reference = make_reference(config, data, env)
 
     step, tokens_seen = 0, 0
-    resume_from = resolve_resume(config.resume, out)
     if resume_from is not None:
         meta, sampler_state = load_checkpoint(resume_from, model, optimizer)
         if meta.get("loss") != config.loss:
@@ -234,6 +268,12 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                     f"stopped before the optimizer step. Last good checkpoint: "
                     f"{kept[-1] if kept else 'none'}")
             optimizer.step()
+            if not parameters_finite(model):
+                kept = list_checkpoints(out)
+                raise TrainingDiverged(
+                    f"step {step + 1}: the optimizer step made parameters non-finite (lr "
+                    f"{scheduler.get_last_lr()[0]}, grad norm {grad_norm}). Last good "
+                    f"checkpoint: {kept[-1] if kept else 'none'}")
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -254,7 +294,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
         if saved_step != step:
             checkpoint()
         final = out / "final"
-        export_hf(model, data.tokenizer, final, env.is_main)
+        export_hf(model, data.tokenizer, final, env.is_main, overwrite=True)
         log.message(f"done: {step} steps, export in {final}")
         return final
     finally:

@@ -17,8 +17,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from redi.train.config import ConfigError, TrainConfig
 from redi.files import replace_dir
+from redi.train.config import ConfigError, TrainConfig
+from redi.train.export_dir import check_export_target, check_finite, mark_export
 
 
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
@@ -137,16 +138,22 @@ def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
     return {k.removeprefix("lm."): v for k, v in state.items()}
 
 
-def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool):
+def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool,
+              source: str = "training", overwrite: bool = False):
     """Write a HF model directory (safetensors, config, tokenizer) atomically: into a
-    temporary sibling, then renamed. Collective: every rank must call it."""
+    temporary sibling, then renamed. Collective: every rank must call it. Refuses
+    non-finite weights and an ``out_dir`` that is not ours to replace (see
+    ``redi.train.export_dir``)."""
     state = full_state_dict(model)
     if not is_main:
         return
     out_dir = Path(out_dir)
+    check_export_target(out_dir, overwrite)
+    check_finite(state, source)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    mark_export(tmp, source)
     replace_dir(tmp, out_dir)

@@ -6,11 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
 from test_trainer import COMMON, TINY_MODEL, data_dir, run_cli, sft  # noqa: F401
 
 pytestmark = pytest.mark.slow

@@ -47,6 +47,43 @@ def load_tokenizer(path: str | Path | None = None):
     return tokenizer
 
 
+ROUND_TRIP_PROBE = ("Solve 12 + 7.\n\n<think>\nFirst,  add the ones.\n</think>\n"
+                    "The answer is $\\boxed{19}$.")
+
+
+def check_round_trip(tokenizer, texts=(), limit: int = 8, chars: int = 2000) -> None:
+    """DataError naming the tokenizer unless decode(encode(text)) == text for a probe and
+    the first ``limit`` of ``texts`` (each cut to ``chars``): a tokenizer that loses text
+    (no decoder, a normalizer) would train on, or grade, something else than the data."""
+    name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+    for text in [ROUND_TRIP_PROBE, *list(texts)[:limit]]:
+        text = text[:chars]
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        back = tokenizer.decode(ids, skip_special_tokens=False,
+                                clean_up_tokenization_spaces=False)
+        if back != text:
+            at = next((i for i, (a, b) in enumerate(zip(text, back)) if a != b),
+                      min(len(text), len(back)))
+            raise DataError(str(name), None, None, "tokenizer_round_trip",
+                            f"tokenizer does not give text back: decode(encode(text)) differs "
+                            f"from the text at character {at} ({text[at:at + 20]!r} became "
+                            f"{back[at:at + 20]!r}); use a tokenizer with a decoder")
+
+
+def string_values(record, limit: int = 4) -> list[str]:
+    """Up to ``limit`` strings found in a JSON-like record (for ``check_round_trip``)."""
+    found, stack = [], [record]
+    while stack and len(found) < limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return found
+
+
 def build_builtin_tokenizer(vocab_size: int = BUILTIN_VOCAB_SIZE):
     """Train the built-in tokenizer from scratch (how the stored asset was made)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers

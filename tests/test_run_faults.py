@@ -1,9 +1,11 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_trainer)
 """Run-level faults (issue 16) through the command line: exports never destroy a directory,
 damaged checkpoints, non-finite settings and updates, resumes with changed settings, two
 runs on one output directory, and metrics after a resume."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished_run(data_dir, tmp_path_factory):  # noqa: F811
+def finished_run(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     sft(data_dir, out, "max_steps=2", "save_every=1", "keep_last=5")
     return out
@@ -103,7 +105,7 @@ def test_resume_with_changed_settings_is_refused_and_config_kept(finished_run):
     assert (finished_run / "config.yaml").read_text() == config
 
 
-def test_a_second_run_on_a_live_output_dir_is_refused(data_dir, tmp_path):  # noqa: F811
+def test_a_second_run_on_a_live_output_dir_is_refused(data_dir, tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / ".lock").write_text(json.dumps({"host": os.uname().nodename,
@@ -120,7 +122,7 @@ def test_a_second_run_on_a_live_output_dir_is_refused(data_dir, tmp_path):  # no
     assert not (tmp_path / ".lock").exists()
 
 
-def test_metrics_hold_each_step_once_after_a_resume(data_dir, tmp_path):  # noqa: F811
+def test_metrics_hold_each_step_once_after_a_resume(data_dir, tmp_path):
     import shutil
 
     sft(data_dir, tmp_path, "max_steps=4", "save_every=2", "keep_last=5")
@@ -142,3 +144,17 @@ def test_run_lock_detects_a_stale_pid(tmp_path):
     (tmp_path / ".lock").write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid}))
     with RunLock(tmp_path) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+
+
+def test_sft_refuses_a_tokenizer_that_loses_text(data_dir, tmp_path):
+    from redi.data.tokenizer import BUILTIN_TOKENIZER_DIR
+
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(BUILTIN_TOKENIZER_DIR, tokenizer)
+    spec = json.loads((tokenizer / "tokenizer.json").read_text())
+    spec["decoder"] = None
+    (tokenizer / "tokenizer.json").write_text(json.dumps(spec))
+    result = run_cli(["sft", f"data={data_dir}", f"output_dir={tmp_path / 'run'}",
+                      f"tokenizer={tokenizer}", *TINY_MODEL, *COMMON, "max_steps=1"])
+    line = _one_line_error(result)
+    assert line.startswith(f"redi: {tokenizer}: tokenizer does not give text back")

@@ -17,6 +17,8 @@ from redi.data.errors import DataError
 
 BUILTIN_TOKENIZER_DIR = Path(__file__).parent / "builtin-tokenizer"
 BUILTIN_VOCAB_SIZE = 320
+# at least one of these: the serialized tokenizer, or a config that names its class
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -40,6 +42,9 @@ def load_tokenizer(path: str | Path | None = None):
     if not directory.is_dir():
         raise DataError(str(directory), None, None, "missing_file",
                         "no such tokenizer directory")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(str(directory), None, None, "missing_file",
+                        f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in this directory")
     loader = PreTrainedTokenizerFast if (directory / "tokenizer.json").is_file() else AutoTokenizer
     tokenizer = loader.from_pretrained(str(directory), local_files_only=True)
     if tokenizer.pad_token is None:

@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import json
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from redi.train.config import ConfigError, TrainConfig
 from redi.data.batching import make_collator
 from redi.data.formatting import IGNORE_INDEX, Formatter
 from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
 from redi.data.tokenized import load_pairs, load_sft
-from redi.data.tokenizer import load_tokenizer
+from redi.data.tokenizer import check_round_trip, load_tokenizer, string_values
+from redi.segments import PAIR_LAYOUT_KEYS
+from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
 from redi.train.modeling import flash_attn_available
-from redi.segments import PAIR_LAYOUT_KEYS
 
 BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
 BUILTIN_TEST = 500
@@ -51,6 +53,18 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _first_texts(path: Path, rows: int = 4) -> list[str]:
+    """The message texts of the first rows of a prepared file (for ``check_round_trip``)."""
+    texts = []
+    with path.open() as f:
+        for line in itertools.islice(f, rows):
+            try:
+                texts += string_values(json.loads(line))
+            except ValueError:  # the loader names bad rows
+                break
+    return texts
+
+
 def use_packing(config: TrainConfig) -> bool:
     if config.packing == "auto":
         return flash_attn_available() and config.attn_implementation in ("auto",
@@ -69,6 +83,7 @@ class TrainData:
         if not path.is_file():
             raise ConfigError(f"data={config.data}: {path} does not exist (run `redi prepare`)")
         self.path = path
+        check_round_trip(self.tokenizer, _first_texts(path))
         self.dataset = (load_sft if self.kind == "sft" else load_pairs)(path, formatter)
         per_step = config.micro_batch_size * env.world_size
         if config.global_batch_size % per_step:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from redi import losses
+from redi.files import atomic_write_text
 from redi.train.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -34,13 +35,12 @@ from redi.train.checkpoint import (
 )
 from redi.train.config import ConfigError, TrainConfig, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
-from redi.files import atomic_write_text
+from redi.train.loader import TrainData
 from redi.train.modeling import build_model, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_config import changed_training_keys
 from redi.train.run_lock import OutputDirInUse, RunLock
 from redi.train.run_log import RunLog
-from redi.train.loader import TrainData
 
 
 class TrainingDiverged(RuntimeError):

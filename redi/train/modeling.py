@@ -18,6 +18,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from redi.files import replace_dir
+from redi.model_dir import check_model_dir
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.export_dir import check_export_target, check_finite, mark_export
 
@@ -44,9 +45,7 @@ def load_causal_lm(config: TrainConfig):
     attn = attn_implementation(config)
     source = config.init_from or config.model
     if source is not None:
-        if not Path(source, "config.json").is_file():
-            raise FileNotFoundError(f"{source} is not a Hugging Face model directory "
-                                    "(no config.json)")
+        check_model_dir(source)
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32,
                                                     attn_implementation=attn)
     if not config.model_config:

@@ -9,9 +9,9 @@ import sys
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from redi.losses import FusedLinearREDILoss
 from redi.train.config import TrainConfig
 from redi.train.distributed import exit_process, finish, init_distributed, shutdown
-from redi.losses import FusedLinearREDILoss
 from redi.train.modeling import CausalLMWithFusedLoss, shard
 
 V, B, T = 96, 2, 12

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from test_trainer import COMMON, TINY_MODEL, data_dir, run_cli, sft  # noqa: F401
+from test_trainer import COMMON, TINY_MODEL, data_dir, run_cli, sft, sft_export, stage2  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +158,24 @@ def test_sft_refuses_a_tokenizer_that_loses_text(data_dir, tmp_path):
                       f"tokenizer={tokenizer}", *TINY_MODEL, *COMMON, "max_steps=1"])
     line = _one_line_error(result)
     assert line.startswith(f"redi: {tokenizer}: tokenizer does not give text back")
+
+
+def test_dpo_reference_covers_only_the_steps_run(data_dir, sft_export, tmp_path):
+    from safetensors.torch import load_file
+
+    result = stage2(data_dir, sft_export, tmp_path, "loss=dpo", "max_steps=2", "progress=true")
+    assert "DPO reference" in result.stderr
+    table = load_file(tmp_path / "reference_logps.safetensors")["logps"]
+    computed = table.isfinite().all(dim=1)
+    assert int(computed.sum()) == 16  # 2 steps x 8 pairs, of the set's
+    assert len(table) > 100
+    # a longer run needs more pairs: the cache is rebuilt, the steps run agree
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    shutil.copy(tmp_path / "reference_logps.safetensors", longer)
+    stage2(data_dir, sft_export, longer, "loss=dpo", "max_steps=3")
+    table = load_file(longer / "reference_logps.safetensors")["logps"]
+    assert int(table.isfinite().all(dim=1).sum()) == 24
+    first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    second = [json.loads(line) for line in (longer / "metrics.jsonl").open()]
+    assert first[0]["loss"] == second[0]["loss"]

@@ -90,12 +90,14 @@ def linear_warmup_decay(total_steps: int, warmup_ratio: float):
     return factor
 
 
-def make_reference(config, data: TrainData, env: Distributed):
-    """DPO's reference log-probs from the frozen Stage-1 model (None for other losses)."""
+def make_reference(config, data: TrainData, env: Distributed, total_steps: int):
+    """DPO's reference log-probs from the frozen Stage-1 model (None for other losses).
+    The cached table covers the pairs of the run's ``total_steps`` steps."""
     if config.loss != "dpo":
         return None
+    needed = data.items_used(total_steps) if config.reference == "cached" else None
     if config.reference == "cached":
-        cached = CachedReference.load(config.output_dir, data.fingerprint)
+        cached = CachedReference.load(config.output_dir, data.fingerprint, needed)
         if cached is not None:  # no reference model needed
             return cached
     ref_model = build_model(config, env.device, trainable=False)
@@ -103,7 +105,8 @@ def make_reference(config, data: TrainData, env: Distributed):
     if config.reference == "online":
         return online
     return CachedReference.build(config.output_dir, data.fingerprint, data.num_examples,
-                                 online, data.reference_batches(), env.device, env.is_main)
+                                 online, data.reference_batches(needed), needed, env.device,
+                                 env.is_main, config.progress)
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -212,7 +215,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     total_steps = config.max_steps or math.ceil(config.epochs * data.steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
-    reference = make_reference(config, data, env)
+    reference = make_reference(config, data, env, total_steps)
 
     step, tokens_seen = 0, 0
     if resume_from is not None:

@@ -75,6 +75,29 @@ def check_round_trip(tokenizer, texts=(), limit: int = 8, chars: int = 2000) -> 
                             f"{back[at:at + 20]!r}); use a tokenizer with a decoder")
 
 
+def auto_tokenizer_mismatch(tokenizer, directory: str | Path) -> str | None:
+    """None if ``AutoTokenizer.from_pretrained(directory)`` gives ``tokenizer``'s ids on a
+    probe text, else a warning naming the class it builds. transformers 5 picks the class
+    of some model types (qwen2 among them) from ``config.json`` and rebuilds that class's
+    own pre-tokenizer around the saved vocabulary, whatever ``tokenizer_config.json`` says:
+    such a directory loads right only with ``load_tokenizer`` (or
+    ``PreTrainedTokenizerFast.from_pretrained``)."""
+    from transformers import AutoTokenizer
+
+    try:
+        auto = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError) as err:
+        return f"AutoTokenizer cannot load {directory} ({err})"
+    probe = ROUND_TRIP_PROBE
+    if auto.encode(probe, add_special_tokens=False) == tokenizer.encode(
+            probe, add_special_tokens=False):
+        return None
+    return (f"AutoTokenizer.from_pretrained({directory}) builds a {type(auto).__name__} that "
+            "tokenizes differently from the training tokenizer (transformers picks it from "
+            "the model type); load the tokenizer with PreTrainedTokenizerFast.from_pretrained "
+            "or redi.data.tokenizer.load_tokenizer")
+
+
 def string_values(record, limit: int = 4) -> list[str]:
     """Up to ``limit`` strings found in a JSON-like record (for ``check_round_trip``)."""
     found, stack = [], [record]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from redi.data.tokenizer import auto_tokenizer_mismatch
 from redi.files import replace_dir
 from redi.model_dir import check_model_dir
 from redi.train.config import ConfigError, TrainConfig
@@ -154,5 +156,9 @@ def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_m
     model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+        mismatch = auto_tokenizer_mismatch(tokenizer, tmp)
+        if mismatch:
+            print(f"redi: warning: {mismatch.replace(str(tmp), str(out_dir))}",
+                  file=sys.stderr)
     mark_export(tmp, source)
     replace_dir(tmp, out_dir)

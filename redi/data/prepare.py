@@ -327,11 +327,11 @@ def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter
         raise ValueError(f"input_format must be 'auto' or one of {FORMATS}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    total = count_rows(input_path)  # first: a wrong --input changes nothing
     _set_aside_previous(output_dir)
     staging = output_dir / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    total = count_rows(input_path)
     quiet = not options.progress or (total is not None and total < PROGRESS_MIN_ROWS)
     with tqdm(read_rows(input_path), total=total, unit=" rows", desc="prepare",
               disable=quiet) as progress:

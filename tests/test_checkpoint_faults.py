@@ -133,3 +133,16 @@ def test_resave_of_a_step_keeps_one_copy(group, tmp_path):
     path = _save(tmp_path, 1, model, optimizer)
     assert ckpt.checkpoint_problem(path) is None
     shutil.rmtree(path)
+
+
+def test_replace_dir_never_replaces_a_directory_holding_checkpoints(tmp_path):
+    from redi.files import replace_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_00000001").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+    new = tmp_path / "new"
+    new.mkdir()
+    with pytest.raises(FileExistsError, match="holds training checkpoints"):
+        replace_dir(new, run)
+    assert (run / "metrics.jsonl").is_file() and (run / "checkpoints").is_dir()

@@ -30,6 +30,7 @@ Extra memory is O(N*H + V*H + one bounded chunk of logits); see each backend for
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -153,6 +154,22 @@ class _ValidRows:
         return full.index_copy_(0, self.index, values)
 
 
+def first_order_only(backward):
+    """For an autograd Function's backward that is not itself differentiable: refuse
+    ``create_graph=True`` (double backward) with a clear error, where it would fail inside
+    a matmul or return gradients without a graph."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(f"{type(ctx).__name__.removesuffix('Backward')}: the fused "
+                               "log-prob ops support first-order gradients only "
+                               "(backward with create_graph=True is not supported)")
+        return backward(ctx, *grads)
+
+    return wrapper
+
+
 def _zero_grads(x, w, b, needs):
     grads = (torch.zeros_like(x), torch.zeros_like(w), None if b is None else torch.zeros_like(b))
     return tuple(g if need else None for g, need in zip(grads, needs))
@@ -176,6 +193,7 @@ class TokenLogprobsFunction(torch.autograd.Function):
         return logp
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad_logp):
         x, w, b, labels, lse = ctx.saved_tensors
         rows, needs = ctx.rows, tuple(ctx.needs_input_grad[:3])
@@ -224,11 +242,18 @@ class WeightedLogprobSumFunction(torch.autograd.Function):
         return (coef.float().masked_fill(~valid, 0.0) * logp).sum(), logp
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad_total, _grad_logp):
         dx, dw, db = hand_over_grads(ctx, grad_total)
         (logp,) = ctx.saved_tensors
         dcoef = (logp * grad_total).to(ctx.coef_dtype) if ctx.needs_input_grad[3] else None
         return dx, dw, db, dcoef, None, None, None, None, None
+
+
+def _zero_on_graph(hidden, weight, bias) -> torch.Tensor:
+    """A float32 zero that depends on the inputs, so that backward gives them zero grads."""
+    zero = hidden.sum() * 0 + weight.sum() * 0 + (0 if bias is None else bias.sum() * 0)
+    return zero.float()
 
 
 def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temperature=1.0,
@@ -255,8 +280,9 @@ def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temp
     tf = check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap)
     impl = select_backend(backend, hidden.device, hidden.dtype)
     x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
-    if x.shape[0] == 0:
-        return torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device)
+    if x.shape[0] == 0:  # no rows: zeros that still carry the graph (zero gradients)
+        return torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device) + \
+            _zero_on_graph(hidden, weight, bias)
     logp = TokenLogprobsFunction.apply(x, w, bias, safe_labels, valid, tf, impl)
     return logp.view(labels.shape)
 
@@ -282,7 +308,7 @@ def weighted_logprob_sum(hidden, weight, labels, coef, *, bias=None, ignore_inde
     impl = select_backend(backend, hidden.device, hidden.dtype)
     x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
     if x.shape[0] == 0:
-        zero = (hidden.sum() * 0 + weight.sum() * 0).float()
+        zero = _zero_on_graph(hidden, weight, bias)
         empty = torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device)
         return (zero, empty) if return_logprobs else zero
     total, logp = WeightedLogprobSumFunction.apply(

@@ -30,6 +30,7 @@ import torch
 
 from .linear_logprobs import (
     check_inputs,
+    first_order_only,
     flatten_inputs,
     grads_needed,
     hand_over_grads,
@@ -115,6 +116,7 @@ class SequenceGroupLossFunction(torch.autograd.Function):
         return loss.to(dtype), sums
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad_loss, _grad_sums):
         return (*hand_over_grads(ctx, grad_loss), None, None, None, None, None, None, None)
 

@@ -35,7 +35,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move the finished directory ``tmp`` to ``final``. An existing ``final`` is first
     renamed aside and deleted only afterwards, so a crash in between keeps one whole copy
-    (``final`` or ``.<final>.old``)."""
+    (``final`` or ``.<final>.old``). A ``final`` that holds training checkpoints (a run
+    directory) is never replaced: FileExistsError."""
+    if (final / "checkpoints").is_dir():
+        raise FileExistsError(f"{final} holds training checkpoints; it is not replaced")
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

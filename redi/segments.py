@@ -62,6 +62,9 @@ class PairedSequences:
                 f"hidden {tuple(hidden.shape)}, labels {tuple(labels.shape)} (for packed "
                 "batches pass seq_index or cu_seqlens with chosen_index and rejected_index)")
         rows, t = labels.shape
+        if rows == 0:
+            raise ValueError("an empty preference batch: hidden and labels have no rows "
+                             "(at least one chosen and one rejected row are needed)")
         if rows % 2:
             raise ValueError(f"a padded preference batch needs an even first dimension "
                              f"(B chosen rows, then B rejected rows), got {rows}")

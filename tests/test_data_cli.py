@@ -73,7 +73,8 @@ def test_bad_row_is_a_named_error_and_exit_2(tmp_path, capsys, case):
 @pytest.mark.parametrize("case", sorted(BAD_ROWS))
 def test_bad_row_is_dropped_and_counted_with_skip_invalid(tmp_path, capsys, case):
     line, _, reason = BAD_ROWS[case]
-    code, _, out = prepare_cli(tmp_path, [json.dumps(GOOD), line, json.dumps(GOOD)],
+    other = json.dumps({**GOOD, "problem": "another problem"})  # not a duplicate of GOOD
+    code, _, out = prepare_cli(tmp_path, [json.dumps(GOOD), line, other],
                                "--skip-invalid")
     assert code == 0
     stats = json.loads((out / "stats.json").read_text())
@@ -136,8 +137,9 @@ def test_100k_traces_prepare_within_60_seconds(tmp_path, capsys):
     seconds = time.perf_counter() - started
     assert code == 0
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    assert stats["rows"]["kept"] == 25_000
-    assert stats["sft"]["written"] + stats["sft"]["dropped"]["no_correct_trace"] == 25_000
+    kept = 25_000 - stats["filtered"].get("duplicate_problem", 0)  # the generator repeats some
+    assert stats["rows"]["kept"] == kept
+    assert stats["sft"]["written"] + stats["sft"]["dropped"]["no_correct_trace"] == kept
     with capsys.disabled():
         print(f"\n100k traces (25k problems x 4) prepared in {seconds:.1f} s")
     assert seconds <= 60

@@ -228,7 +228,7 @@ def test_resume_refuses_a_checkpoint_of_another_loss(data_dir, sft_export, tmp_p
     stage2(data_dir, sft_export, tmp_path, "max_steps=1")
     result = stage2(data_dir, sft_export, tmp_path, "loss=simpo", "max_steps=2", check=False)
     assert result.returncode == 2
-    assert "written by a redi run, not simpo" in result.stderr
+    assert "changed training settings (loss: 'redi' -> 'simpo')" in result.stderr
 
 
 @pytest.mark.parametrize("override, message", [
@@ -276,8 +276,15 @@ def test_wrong_type_is_an_error(tmp_path):
 def test_mismatched_checkpoint_is_a_clear_error(data_dir, tmp_path):
     sft(data_dir, tmp_path, "max_steps=1")
     bigger = [a.replace("hidden_size=32", "hidden_size=48") for a in TINY_MODEL]
+    # in the same output_dir the changed model_config is refused before any loading
     result = run_cli(["sft", f"data={data_dir}", f"output_dir={tmp_path}", *bigger, *COMMON,
-                      "max_steps=2", "resume=auto"])
+                      "lr=3e-3", "max_steps=2", "resume=auto"])
+    assert result.returncode == 2
+    assert "changed training settings (model_config:" in result.stderr
+    # a new run started from that checkpoint: the shapes are compared
+    result = run_cli(["sft", f"data={data_dir}", f"output_dir={tmp_path / 'new'}", *bigger,
+                      *COMMON, "max_steps=2",
+                      f"resume={tmp_path / 'checkpoints' / 'step_00000001'}"])
     assert result.returncode == 2
     assert "does not match the model" in result.stderr
     assert "Traceback" not in result.stderr

@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.builtin:
         print(f"wrote the built-in task's raw.jsonl ({args.num_problems} problems), test.jsonl "
               f"and test_pairs.jsonl ({args.num_test} held-out problems) in {out}")
+    if stats.get("skipped_files"):
+        print(f"redi prepare: skipped files of other types: {', '.join(stats['skipped_files'])}",
+              file=sys.stderr)
     if stats["invalid"]:
         print(f"redi prepare: skipped invalid rows: {stats['invalid']}", file=sys.stderr)
     return 0

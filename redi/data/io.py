@@ -1,9 +1,11 @@
 """Reading rows from local files, never the network.
 
 Supported inputs: JSON Lines (``.jsonl``, ``.ndjson``, or ``.json`` holding one object per
-line), a JSON array (``.json``), Parquet files (read with ``pyarrow``, no cache copy), Arrow
-files, a directory written by ``datasets.Dataset.save_to_disk`` (its ``train`` split for a
-``DatasetDict``), or a directory of such files and datasets (all of them, sorted by path).
+line; a line that is not an object is a bad row of its own), a JSON array (``.json``), Parquet files
+(read with ``pyarrow``, no cache copy), Arrow files, a directory written by
+``datasets.Dataset.save_to_disk`` (its ``train`` split for a ``DatasetDict``), or a
+directory of such files and datasets (all of them, sorted by path; other files are listed
+by ``skipped_files``).
 
 ``read_rows`` yields a ``Row`` per record, numbered from 1 within its file, or a
 ``DataError`` for a line that is not a JSON object, so that the caller decides whether to
@@ -37,6 +39,21 @@ def _is_saved_dataset(path: Path) -> bool:
         (path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
+def skipped_files(path: str | Path) -> list[Path]:
+    """The files of an input directory that ``input_files`` leaves out (not a supported
+    type; hidden files aside), to be reported."""
+    path = Path(path)
+    if not path.is_dir() or _is_saved_dataset(path):
+        return []
+    skipped = []
+    for directory, subdirectories, names in os.walk(path):
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".")
+                                   and not _is_saved_dataset(Path(directory, d)))
+        skipped += [Path(directory, n) for n in names if not n.startswith(".")
+                    and Path(n).suffix not in JSON_SUFFIXES + TABLE_SUFFIXES]
+    return sorted(skipped)
+
+
 def input_files(path: str | Path) -> list[Path]:
     """The files and saved-dataset directories an input path stands for, in path order
     (hidden files and directories are skipped)."""
@@ -62,6 +79,10 @@ def input_files(path: str | Path) -> list[Path]:
 
 
 def _is_json_array(path: Path) -> bool:
+    """A ``.json`` file holding one array (JSON Lines files are read line by line, even
+    when a line is an array)."""
+    if path.suffix != ".json":
+        return False
     with path.open("rb") as f:
         head = f.read(4096).lstrip()
     return head.startswith(b"[")

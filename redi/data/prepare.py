@@ -4,7 +4,10 @@ Inputs are OpenR1-Math-Raw rows (the paper's rules, ``openr1.py``) or TRL conver
 rows (``messages``, or ``prompt``/``chosen``/``rejected``), read with ``io.read_rows``.
 The format is detected from the first record unless given.
 
-Outputs (written to temporary names, then renamed, so a failed run leaves no partial file):
+Outputs are written into ``OUT/.prepare.tmp/`` and moved into ``OUT`` together once all
+are complete (``stats.json`` last). A previous run's outputs are first moved to
+``OUT/.prepare-previous/`` (removed when the new run succeeds), so a run that fails leaves
+no output that looks current, and loses nothing:
 
 * ``sft.jsonl`` (OpenR1 and ``messages`` inputs): ``messages`` (user = the problem,
   assistant = the trace), plus provenance: ``source``, ``uuid``, ``row`` ("file:row"),
@@ -12,8 +15,13 @@ Outputs (written to temporary names, then renamed, so a failed run leaves no par
 * ``pairs.jsonl`` (OpenR1 and preference inputs): ``prompt``, ``chosen``, ``rejected``
   message lists, plus ``source``, ``uuid``, ``row``, ``chosen_generation``,
   ``rejected_generation`` (and ``answer``);
-* ``stats.json``: rows read / invalid (per reason) / filtered (per rule) / kept, SFT rows
-  and pairs written and dropped per reason, and token-length percentiles.
+* ``stats.json``: rows read / invalid (per reason) / filtered (per rule, including
+  ``duplicate_problem``: an OpenR1 problem seen before; the first is kept) / kept, SFT rows
+  and pairs written and dropped per reason, files of an input directory skipped for their
+  type, and token-length percentiles.
+
+A file of an input directory whose rows are of another format than the run's is an error
+naming it; the tokenizer must give the first rows' text back (``check_round_trip``).
 
 OpenR1 rows are written in the order of the seed-42 shuffle of the kept problems; TRL rows
 in input order. Token lengths (for the pair limits and the statistics) are counted with the
@@ -25,14 +33,18 @@ template's overhead (``response_count_extra``, recorded in ``stats.json``).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import json
 import mmap
+import os
+import shutil
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +52,9 @@ import numpy as np
 from redi.data import openr1
 from redi.data.errors import DataError, InvalidRows
 from redi.data.formatting import Encoded, Formatter
-from redi.data.io import Row, count_rows, read_rows
+from redi.data.io import Row, count_rows, read_rows, skipped_files
+from redi.data.tokenizer import check_round_trip, string_values
 from redi.data.validation import FORMATS, detect_format, messages_row, openr1_row, preference_row
-from redi.files import atomic_path, atomic_write_text
 
 PROGRESS_MIN_ROWS = 10_000
 OUTPUTS = {"openr1": ("sft", "pairs"), "messages": ("sft",), "preference": ("pairs",)}
@@ -61,6 +73,7 @@ class PrepareOptions:
     max_response_tokens: int | None = openr1.MAX_RESPONSE_TOKENS
     progress: bool = True
     chunk_size: int = 1024
+    drop_duplicate_problems: bool = True  # OpenR1 rows: keep the first row of a problem
 
 
 class _Spool:
@@ -132,6 +145,9 @@ class _Preparer:
         self.fmt, self.formatter, self.options = fmt, formatter, options
         self.spools = {name: _Spool(directory) for name in OUTPUTS[fmt]}
         self.read, self.kept, self.null_verdicts = 0, 0, 0
+        self.problems: set[bytes] = set()  # digests of the OpenR1 problems kept so far
+        self.files_seen: set[str] = set()
+        self.skipped_files: list[str] = []
         self.invalid = InvalidRows(options.skip_invalid)
         self.filtered: Counter[str] = Counter()
         self.response_extra = response_count_extra(formatter)
@@ -144,6 +160,8 @@ class _Preparer:
         the source and validity filters first (``openr1.filter_reason``)."""
         for item in items:
             self.read += 1
+            if isinstance(item, Row) and item.file not in self.files_seen:
+                self.first_row_of_file(item)
             try:
                 if isinstance(item, DataError):
                     raise item
@@ -155,6 +173,19 @@ class _Preparer:
                 yield item, PARSERS[self.fmt](item)
             except DataError as error:
                 self.invalid.reject(error)
+
+    def first_row_of_file(self, row: Row) -> None:
+        """A file of another format than the run's is named (always an error: under
+        --skip-invalid its rows would all be dropped as 'missing field'); the tokenizer
+        must give the first file's text back."""
+        found = detect_format(row.data)
+        if found is not None and found != self.fmt:
+            raise DataError(row.file, row.number, None, "other_format",
+                            f"this file holds {found} rows, but this run prepares {self.fmt} "
+                            "rows (from the first file or --format): prepare it separately")
+        if not self.files_seen:
+            check_round_trip(self.formatter.tokenizer, string_values(row.data))
+        self.files_seen.add(row.file)
 
     def add(self, chunk: list[tuple[Row, object]]) -> None:
         """Turn a chunk of parsed rows into output records."""
@@ -182,6 +213,12 @@ class _Preparer:
     def add_openr1_rows(self, chunk: list[tuple[Row, object]]) -> None:
         todo = []
         for row, r in chunk:
+            digest = hashlib.blake2b(r.problem.encode(), digest_size=16).digest()
+            duplicate = self.options.drop_duplicate_problems and digest in self.problems
+            self.problems.add(digest)
+            if duplicate:  # the source and validity filters ran in parse()
+                self.filtered["duplicate_problem"] += 1
+                continue
             self.null_verdicts += sum(v is None for v in r.llama_verification) + sum(
                 v is None for v in r.math_verify_reparsed_answer)
             todo.append((self.kept, row, r, *openr1.first_traces(r)))
@@ -229,7 +266,7 @@ class _Preparer:
             "input": str(input_path),
             "format": self.fmt,
             "tokenizer": getattr(self.formatter.tokenizer, "name_or_path", None),
-            "options": {k: v for k, v in asdict(self.options).items()
+            "options": {k: v for k, v in dataclasses.asdict(self.options).items()
                         if k not in ("progress", "chunk_size")},
             "rows": {"read": self.read, "invalid": sum(self.invalid.counts.values()),
                      "filtered": sum(self.filtered.values()), "kept": self.kept},
@@ -237,6 +274,7 @@ class _Preparer:
             "filtered": dict(self.filtered),
             "null_verdicts": self.null_verdicts,
             "response_count_extra": self.response_extra,
+            "skipped_files": self.skipped_files,
         }
         for name in outputs:
             stats[name] = {"written": len(self.spools[name].spans),
@@ -246,17 +284,37 @@ class _Preparer:
         return stats | {"seconds": round(time.perf_counter() - started, 3)}
 
     def write(self, directory: Path) -> None:
-        """The output files (seed-shuffled order for OpenR1 rows, input order otherwise);
-        an output this format does not make is removed, lest a stale one be read."""
+        """The output files (seed-shuffled order for OpenR1 rows, input order otherwise)."""
         order = (openr1.shuffled_order(self.kept, self.options.shuffle_seed)
                  if self.fmt == "openr1" else range(self.kept))
-        for name in ("sft", "pairs"):
-            path = directory / f"{name}.jsonl"
-            if name not in self.spools:
-                path.unlink(missing_ok=True)
-                continue
-            with atomic_path(path) as tmp:
-                self.spools[name].write(tmp, order)
+        for name, spool in self.spools.items():
+            spool.write(directory / f"{name}.jsonl", order)
+
+
+OUTPUT_FILES = ("sft.jsonl", "pairs.jsonl", "stats.json")
+STAGING, PREVIOUS = ".prepare.tmp", ".prepare-previous"
+
+
+def _set_aside_previous(output_dir: Path) -> None:
+    """Move a previous run's outputs to ``.prepare-previous/`` (replacing an older set), so
+    that a run that fails leaves nothing that looks complete, and nothing is lost."""
+    found = [output_dir / n for n in OUTPUT_FILES if (output_dir / n).is_file()]
+    if not found:
+        return
+    previous = output_dir / PREVIOUS
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir()
+    for path in found:
+        os.replace(path, previous / path.name)
+
+
+def _swap_in(staging: Path, output_dir: Path) -> None:
+    """The finished outputs into place (``stats.json``, which says a run completed, last)."""
+    for name in OUTPUT_FILES:
+        if (staging / name).is_file():
+            os.replace(staging / name, output_dir / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(output_dir / PREVIOUS, ignore_errors=True)
 
 
 def _detect(rows: Iterator) -> tuple[str | None, Iterator]:
@@ -290,7 +348,11 @@ def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter
         raise ValueError(f"input_format must be 'auto' or one of {FORMATS}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    total = count_rows(input_path)
+    total = count_rows(input_path)  # first: a wrong --input changes nothing
+    _set_aside_previous(output_dir)
+    staging = output_dir / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     quiet = not options.progress or (total is not None and total < PROGRESS_MIN_ROWS)
     with tqdm(read_rows(input_path), total=total, unit=" rows", desc="prepare",
               disable=quiet) as progress:
@@ -298,15 +360,17 @@ def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter
         if fmt == "auto":
             fmt, rows = _detect(rows)
         # fmt is None when the input holds no record, only errors: any parser will do
-        preparer = _Preparer(fmt or "openr1", formatter, options, output_dir)
+        preparer = _Preparer(fmt or "openr1", formatter, options, staging)
+        preparer.skipped_files = [str(p) for p in skipped_files(input_path)]
         for chunk in _chunks(preparer.parse(rows), options.chunk_size):
             preparer.add(chunk)
     if preparer.read == sum(preparer.invalid.counts.values()):
         skipped = f" ({preparer.read} invalid rows skipped)" if preparer.read else ""
         raise DataError(str(input_path), None, None, "empty_input", f"no valid rows{skipped}")
-    preparer.write(output_dir)
+    preparer.write(staging)
     stats = preparer.stats(input_path, started)
-    atomic_write_text(output_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
+    (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    _swap_in(staging, output_dir)
     return stats
 
 
@@ -319,4 +383,6 @@ def prepare_builtin_task(output_dir: str | Path, formatter: Formatter, num_probl
     from redi.data.builtin_task import write_task
 
     paths = write_task(output_dir, num_problems, num_test, seed, **task_options)
+    # the generator may draw a problem twice, each time with its own traces: both are kept
+    options = dataclasses.replace(options, drop_duplicate_problems=False)
     return prepare(paths["raw"], output_dir, formatter, options)

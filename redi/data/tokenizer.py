@@ -17,6 +17,8 @@ from redi.data.errors import DataError
 
 BUILTIN_TOKENIZER_DIR = Path(__file__).parent / "builtin-tokenizer"
 BUILTIN_VOCAB_SIZE = 320
+# at least one of these: the serialized tokenizer, or a config that names its class
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -40,11 +42,74 @@ def load_tokenizer(path: str | Path | None = None):
     if not directory.is_dir():
         raise DataError(str(directory), None, None, "missing_file",
                         "no such tokenizer directory")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(str(directory), None, None, "missing_file",
+                        f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in this directory")
     loader = PreTrainedTokenizerFast if (directory / "tokenizer.json").is_file() else AutoTokenizer
     tokenizer = loader.from_pretrained(str(directory), local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+ROUND_TRIP_PROBE = ("Solve 12 + 7.\n\n<think>\nFirst,  add the ones.\n</think>\n"
+                    "The answer is $\\boxed{19}$.")
+
+
+def check_round_trip(tokenizer, texts=(), limit: int = 8, chars: int = 2000) -> None:
+    """DataError naming the tokenizer unless decode(encode(text)) == text for a probe and
+    the first ``limit`` of ``texts`` (each cut to ``chars``): a tokenizer that loses text
+    (no decoder, a normalizer) would train on, or grade, something else than the data."""
+    name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+    for text in [ROUND_TRIP_PROBE, *list(texts)[:limit]]:
+        text = text[:chars]
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        back = tokenizer.decode(ids, skip_special_tokens=False,
+                                clean_up_tokenization_spaces=False)
+        if back != text:
+            at = next((i for i, (a, b) in enumerate(zip(text, back)) if a != b),
+                      min(len(text), len(back)))
+            raise DataError(str(name), None, None, "tokenizer_round_trip",
+                            f"tokenizer does not give text back: decode(encode(text)) differs "
+                            f"from the text at character {at} ({text[at:at + 20]!r} became "
+                            f"{back[at:at + 20]!r}); use a tokenizer with a decoder")
+
+
+def auto_tokenizer_mismatch(tokenizer, directory: str | Path) -> str | None:
+    """None if ``AutoTokenizer.from_pretrained(directory)`` gives ``tokenizer``'s ids on a
+    probe text, else a warning naming the class it builds. transformers 5 picks the class
+    of some model types (qwen2 among them) from ``config.json`` and rebuilds that class's
+    own pre-tokenizer around the saved vocabulary, whatever ``tokenizer_config.json`` says:
+    such a directory loads right only with ``load_tokenizer`` (or
+    ``PreTrainedTokenizerFast.from_pretrained``)."""
+    from transformers import AutoTokenizer
+
+    try:
+        auto = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError) as err:
+        return f"AutoTokenizer cannot load {directory} ({err})"
+    probe = ROUND_TRIP_PROBE
+    if auto.encode(probe, add_special_tokens=False) == tokenizer.encode(
+            probe, add_special_tokens=False):
+        return None
+    return (f"AutoTokenizer.from_pretrained({directory}) builds a {type(auto).__name__} that "
+            "tokenizes differently from the training tokenizer (transformers picks it from "
+            "the model type); load the tokenizer with PreTrainedTokenizerFast.from_pretrained "
+            "or redi.data.tokenizer.load_tokenizer")
+
+
+def string_values(record, limit: int = 4) -> list[str]:
+    """Up to ``limit`` strings found in a JSON-like record (for ``check_round_trip``)."""
+    found, stack = [], [record]
+    while stack and len(found) < limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return found
 
 
 def build_builtin_tokenizer(vocab_size: int = BUILTIN_VOCAB_SIZE):

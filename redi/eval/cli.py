@@ -72,7 +72,8 @@ def main(argv: list[str]) -> int:
 def _options(args):
     """EvalOptions from the flags, with the defaults of ``redi.eval.defaults`` filled in."""
     from redi.data.formatting import Formatter
-    from redi.data.tokenizer import load_tokenizer
+    from redi.data.tokenizer import check_round_trip, load_tokenizer
+    from redi.model_dir import check_model_dir
 
     from .benchmarks import detect_benchmark, load_benchmark
     from .defaults import cap_new_tokens, default_grader, default_prompt, model_context
@@ -82,6 +83,9 @@ def _options(args):
     benchmark = (args.benchmark if args.benchmark != "auto"
                  else detect_benchmark(args.data) or "generic")
     problems = load_benchmark(args.data, args.benchmark)[: args.limit]
+    # the model directory's faults first, as the only line of output
+    check_model_dir(args.model)
+    check_round_trip(load_tokenizer(args.model), [p.problem for p in problems])
     style, think, origin = default_prompt(args.model, benchmark)
     if args.prompt is not None:
         style, origin = args.prompt, "--prompt"

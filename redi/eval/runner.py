@@ -12,14 +12,16 @@ the completion started by ``<think>\\n``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from redi.data.errors import DataError
 from redi.data.formatting import Formatter
-from redi.data.tokenizer import load_tokenizer
+from redi.data.tokenizer import check_round_trip, load_tokenizer
 from redi.files import atomic_write_text
+from redi.model_dir import check_model_dir
 
 from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
@@ -64,18 +66,37 @@ def read_samples(path: Path) -> dict[tuple[str, int], dict]:
     return done
 
 
-def check_same_settings(path: Path, settings: dict) -> None:
-    """Samples already in OUT must come from the same model, prompt and sampling settings:
-    the settings of the first run are kept in ``path`` and compared on every rerun."""
-    if path.is_file():
+def check_same_settings(path: Path, settings: dict, have_samples: bool) -> None:
+    """Samples already in OUT must come from the same model, data file, prompt and sampling
+    settings: the settings of the run that drew them are kept in ``path`` and compared on
+    every rerun. Settings without samples (a run that failed before its first sample)
+    bind nothing and are replaced."""
+    if path.is_file() and have_samples:
         stored = json.loads(path.read_text())
         changed = sorted(k for k in settings if stored.get(k) != settings[k])
         if changed:
             raise ValueError(f"{path.parent} holds samples drawn with other settings "
                              f"({', '.join(changed)}: {[stored.get(k) for k in changed]}); "
                              "use another --output-dir")
-    else:
-        atomic_write_text(path, json.dumps(settings, indent=1))
+        return
+    atomic_write_text(path, json.dumps(settings, indent=1))
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, or of a directory's files (names and contents, in path order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            digest.update(str(file.relative_to(path) if path.is_dir() else "").encode())
+            with file.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+# "almost no sample has an answer": fewer than this share of the samples
+FEW_ANSWERS = 0.05
 
 
 def regrade(problems: list[Problem], done: dict, grader: str) -> None:
@@ -91,14 +112,22 @@ def summarize(problems: list[Problem], done: dict, samples: int, benchmark: str)
     correct = [[done[(p.id, j)]["correct"] for j in range(samples)] for p in problems]
     pass1, stderr = pass1_with_stderr(correct)
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= samples} | {samples})
-    return {
+    answered = sum(done[(p.id, j)]["answer"] is not None for p in problems
+                   for j in range(samples))
+    summary = {
         "benchmark": benchmark, "problems": len(problems), "samples_per_problem": samples,
         "pass@1": pass1, "pass@1_stderr": stderr,
         "pass@k": {str(k): mean_pass_at_k(correct, k) for k in ks},
         "correct": sum(map(sum, correct)),
-        "answered": sum(done[(p.id, j)]["answer"] is not None for p in problems
-                        for j in range(samples)),
+        "answered": answered,
     }
+    total = len(problems) * samples
+    if total and answered < FEW_ANSWERS * total:
+        summary["warning"] = (
+            f"only {answered} of {total} samples have an answer the grader can extract: the "
+            "score says little; check the samples' text (tokenizer decoding, prompt, "
+            "max_new_tokens) in samples.jsonl")
+    return summary
 
 
 def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "auto",
@@ -110,13 +139,17 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
-    check_same_settings(out / "settings.json", {
-        "model": str(model_dir), "prompt_style": options.prompt_style,
-        "think": options.think, "sampling": asdict(options.sampling)})
     done = read_samples(samples_path)
+    check_same_settings(out / "settings.json", {
+        "model": str(model_dir), "data_sha256": file_digest(data_path),
+        "prompt_style": options.prompt_style, "think": options.think,
+        "sampling": asdict(options.sampling)}, have_samples=bool(done))
     todo = [(p, j) for p in problems for j in range(options.samples) if (p.id, j) not in done]
     if todo:
-        formatter = Formatter(load_tokenizer(model_dir), prompt_style=options.prompt_style)
+        tokenizer = load_tokenizer(model_dir)
+        check_round_trip(tokenizer, [p.problem for p in problems])
+        check_model_dir(model_dir)
+        formatter = Formatter(tokenizer, prompt_style=options.prompt_style)
         generator = make_generator(options.backend, model_dir, options.batch_size)
         from tqdm import tqdm
 
@@ -151,4 +184,5 @@ def format_table(summary: dict) -> str:
     return (f"{summary['benchmark']}: {summary['problems']} problems x "
             f"{summary['samples_per_problem']} samples | pass@1 {100 * summary['pass@1']:.1f} "
             f"+- {100 * summary['pass@1_stderr']:.1f} | {ks} | answered "
-            f"{summary['answered']}/{summary['problems'] * summary['samples_per_problem']}")
+            f"{summary['answered']}/{summary['problems'] * summary['samples_per_problem']}"
+            + (f"\nWARNING: {summary['warning']}" if "warning" in summary else ""))

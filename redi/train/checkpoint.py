@@ -4,25 +4,36 @@ Layout of ``output_dir/checkpoints/step_00000120/``:
 
 * DCP shards of ``{"model": ..., "optim": ...}`` (every rank writes its own shards);
 * ``rank{r}.pt``: that rank's RNG states (torch, CUDA, Python) and data-sampler position;
-* ``trainer.json``: step, scheduler state, token counters, the model's parameter shapes.
+* ``trainer.json``: step, scheduler state, token counters, the model's parameter shapes;
+* ``manifest.json``: size and sha256 of every other file (``redi.train.manifest``).
 
 A checkpoint is written into ``step_XXXXXXXX.tmp`` and renamed once every rank has finished,
 so a crash mid-write never leaves a directory that looks complete; older checkpoints beyond
-``keep_last`` are removed only after the new one exists. Shards need a filesystem that all
+``keep_last`` are removed only after the new one exists. A save that fails (a full disk)
+removes its ``.tmp`` and raises ``CheckpointError``. Shards need a filesystem that all
 nodes share.
+
+Before a checkpoint is loaded its files are checked against the manifest, and its
+``.metadata`` is read without running code (``redi.train.safe_reader``). ``resume=auto``
+takes the newest intact checkpoint, with a warning naming the damaged newer one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import pickle
 import random
 import re
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
@@ -30,7 +41,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from redi.files import replace_dir
+from redi.train import manifest
 from redi.train.lora import checkpointed, is_lora
+from redi.train.safe_reader import SafeFileSystemReader, UnsafeMetadata
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -51,18 +64,71 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
 
 
+def _share(items: list) -> list:
+    """This process's share of ``items`` (every W-th, from its rank)."""
+    return items[dist.get_rank()::dist.get_world_size()]
+
+
+def _gather(value) -> list:
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is damaged in checkpoint ``path`` (None: its files match its manifest).
+    Collective: every rank hashes its share of the files."""
+    try:
+        entries = manifest.read_manifest(path)
+    except ValueError as err:
+        return str(err)
+    if entries is None:
+        return None
+    mine = [manifest.file_problem(path, name, entries[name]) for name in _share(sorted(entries))]
+    problems = [p for share in _gather(mine) for p in share if p is not None]
+    return problems[0] if problems else None
+
+
 def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
-    """``auto``: the latest checkpoint of output_dir (None if there is none); ``never``:
-    None; anything else: that checkpoint directory, which must exist."""
+    """``auto``: the newest intact checkpoint of output_dir (None if there is none; a
+    warning names each damaged newer one; CheckpointError if none is intact); ``never``:
+    None; anything else: that checkpoint directory, which must exist and be intact.
+    Collective."""
     if resume == "never":
         return None
     if resume == "auto":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
+        damaged = []
+        for path in reversed(list_checkpoints(output_dir)):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                if damaged and dist.get_rank() == 0:
+                    for bad, why in damaged:
+                        print(f"redi: warning: checkpoint {bad} is damaged ({why}); resuming "
+                              f"from {path} instead", file=sys.stderr)
+                return path
+            damaged.append((path, problem))
+        if damaged:
+            bad, why = damaged[0]
+            raise CheckpointError(f"no intact checkpoint in {checkpoint_root(output_dir)}: "
+                                  f"{bad} is damaged ({why}), and so are the older ones; "
+                                  "use resume=never or another output_dir")
+        return None
     path = Path(resume)
     if not (path / "trainer.json").is_file():
         raise CheckpointError(f"resume={resume}: not a checkpoint directory (no trainer.json)")
+    check_intact(path)
     return path
+
+
+def check_intact(path: Path) -> None:
+    """CheckpointError naming the damage (and the newest intact checkpoint beside it)."""
+    problem = checkpoint_problem(path)
+    if problem is None:
+        return
+    intact = [p for p in list_checkpoints(path.parent.parent)
+              if p != path and checkpoint_problem(p) is None]
+    other = f"; the newest intact one is {intact[-1]}" if intact else ""
+    raise CheckpointError(f"checkpoint {path} is damaged ({problem}){other}")
 
 
 def parameter_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
@@ -95,15 +161,26 @@ def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    model_state, optim_state = get_state_dict(model, optimizer)
-    model_state = checkpointed(model, model_state)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
-    torch.save({"rng": _rng_state(), "sampler": sampler_state}, tmp / f"rank{rank}.pt")
-    if rank == 0:
-        meta = dict(trainer_state, step=step, world_size=dist.get_world_size(),
-                    parameter_shapes=parameter_shapes(model))
-        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
-    dist.barrier()
+    error = None
+    try:
+        model_state, optim_state = get_state_dict(model, optimizer)
+        model_state = checkpointed(model, model_state)
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
+        torch.save({"rng": _rng_state(), "sampler": sampler_state}, tmp / f"rank{rank}.pt")
+        if rank == 0:
+            meta = dict(trainer_state, step=step, world_size=dist.get_world_size(),
+                        parameter_shapes=parameter_shapes(model))
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
+    except (OSError, RuntimeError, CheckpointException) as err:  # full disk, quota, I/O
+        error = err
+    _stop_if_failed(error, tmp, root)
+    parts = _gather(manifest.digests(tmp, _share(manifest.checkpoint_files(tmp))))
+    try:
+        if rank == 0:
+            manifest.write_manifest(tmp, {k: v for part in parts for k, v in part.items()})
+    except OSError as err:
+        error = err
+    _stop_if_failed(error, tmp, root)
     if rank == 0:
         replace_dir(tmp, final)
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
@@ -112,11 +189,65 @@ def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict
     return final
 
 
+def _stop_if_failed(error: BaseException | None, tmp: Path, root: Path) -> None:
+    """Collective: if the save failed on any rank, remove ``tmp`` and raise a one-line
+    CheckpointError on every rank."""
+    failed = [e for e in _gather(None if error is None else _write_error(error, root))
+              if e is not None]
+    if failed:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(failed[0]) from error
+
+
+def _no_space(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it wraps, as DCP and torch.save do) is a full disk."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err)
+        if "No space left" in text or "unexpected pos" in text:  # torch's zip writer
+            return True
+        failures = getattr(err, "failures", None)  # DCP's CheckpointException, per rank
+        if isinstance(failures, dict) and any(
+                _no_space(f[0] if isinstance(f, tuple) else f) for f in failures.values()):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _write_error(err: BaseException, root: Path) -> str:
+    if _no_space(err):
+        return f"no space left on the device at {root} (checkpoint not saved; free space " \
+               "and rerun with resume=auto)"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"could not write a checkpoint in {root}: {first}"
+
+
 def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict | None]:
     """Restore the model and, to resume, the optimizer and this rank's RNG; return
     (trainer_state, this rank's sampler_state). With ``optimizer=None`` only the weights
-    are loaded (DCP reshards them to any process count) and sampler_state is None."""
+    are loaded (DCP reshards them to any process count) and sampler_state is None.
+    A corrupt or truncated file is a one-line CheckpointError."""
     path = Path(path)
+    try:
+        return _load(path, model, optimizer)
+    except CheckpointError:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
+            pickle.UnpicklingError, zipfile.BadZipFile, CheckpointException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
+                              f"{first[:300]})") from err
+
+
+def _load(path: Path, model, optimizer) -> tuple[dict, dict | None]:
+    reader = SafeFileSystemReader(str(path))
+    try:
+        reader.read_metadata()  # first, so that a crafted file is refused before DCP logs
+    except UnsafeMetadata as err:
+        raise CheckpointError(f"refused checkpoint {path}: {err}") from None
     meta = json.loads((path / "trainer.json").read_text())
     expected = parameter_shapes(model)
     if meta["parameter_shapes"] != expected:
@@ -133,7 +264,7 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict
     model_state, optim_state = get_state_dict(model, optimizer or ())
     model_state = checkpointed(model, model_state)
     state = {"model": model_state} | ({"optim": optim_state} if optimizer else {})
-    dcp.load(state, checkpoint_id=str(path))
+    dcp.load(state, storage_reader=reader)
     set_state_dict(model, optimizer or (), model_state_dict=state["model"],
                    optim_state_dict=state.get("optim", {}),
                    options=StateDictOptions(strict=not is_lora(model)))

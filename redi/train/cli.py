@@ -29,7 +29,9 @@ def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
 def _run(config) -> int:
     from redi.data.errors import DataError
     from redi.train.checkpoint import CheckpointError
+    from redi.train.export_dir import ExportError
     from redi.train.loop import TrainingDiverged, train
+    from redi.train.run_lock import OutputDirInUse
 
     if os.environ.get("RANK", "0") == "0":
         print(f"redi: effective settings: {describe(config)}", file=sys.stderr)
@@ -38,7 +40,8 @@ def _run(config) -> int:
     except TrainingDiverged as err:
         print(f"redi: training diverged: {err}", file=sys.stderr)
         return 1
-    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, DataError, ExportError, OutputDirInUse,
+            FileNotFoundError) as err:
         print(f"redi: {err}", file=sys.stderr)
         return 2
     print(result)

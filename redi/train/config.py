@@ -10,6 +10,7 @@ Unknown keys and values of the wrong type are errors that list what is valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,8 @@ def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[st
         if key not in _USER_KEYS:
             raise _unknown(key)
         checked[key] = _check_type(key, value)
+        if isinstance(checked[key], float) and not math.isfinite(checked[key]):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         if key in CHOICES and checked[key] not in CHOICES[key]:
             raise ConfigError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
     config = TrainConfig(**checked)

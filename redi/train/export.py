@@ -2,7 +2,10 @@
 
     redi export --checkpoint runs/x/checkpoints/step_00000120 --output-dir runs/x/step120
 
-The run's ``config.yaml`` (two levels above the checkpoint) says which model to build.
+The run's ``config.yaml`` (two levels above the checkpoint) says which model to build. The
+checkpoint is checked against its manifest first. ``--output`` must be new, empty or an
+earlier export (``--overwrite`` replaces another directory; a directory that holds
+checkpoints is never replaced), and non-finite weights are not exported.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ from pathlib import Path
 
 from redi.cli_options import add_output_dir
 from redi.data.errors import DataError
-from redi.train.checkpoint import CheckpointError, load_checkpoint
+from redi.train.checkpoint import CheckpointError, check_intact, load_checkpoint
 from redi.train.config import ConfigError, build_config
 from redi.train.distributed import finish, init_distributed, shutdown
+from redi.train.export_dir import ExportError, check_export_target
 from redi.train.modeling import build_model, export_hf
 
 
-def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
+def export_checkpoint(checkpoint: str | Path, output: str | Path,
+                      overwrite: bool = False) -> Path:
     checkpoint = Path(checkpoint)
+    check_export_target(output, overwrite)  # before any work
     run_config = checkpoint.parent.parent / "config.yaml"
     if not run_config.is_file():
         raise CheckpointError(f"{run_config} not found: is {checkpoint} inside a run's "
@@ -31,10 +37,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
 
     env = init_distributed()
     try:
+        check_intact(checkpoint)
         model = build_model(config, env.device, trainable=False)
         load_checkpoint(checkpoint, model)
         export_hf(model, load_tokenizer(tokenizer_source(config)), output, env.is_main,
-                  config.export_adapter)
+                  config.export_adapter, source=str(checkpoint), overwrite=overwrite)
         finish()
     finally:
         shutdown()
@@ -44,11 +51,14 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="redi export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a step_XXXXXXXX directory")
-    add_output_dir(parser, "the model directory to write")
+    add_output_dir(parser, "the model directory to write (new, empty, or an earlier export)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output-dir even if it is not an earlier export (a "
+                             "directory holding checkpoints is never replaced)")
     args = parser.parse_args(argv)
     try:
-        print(export_checkpoint(args.checkpoint, args.output_dir))
-    except (CheckpointError, ConfigError, DataError, FileNotFoundError) as err:
+        print(export_checkpoint(args.checkpoint, args.output_dir, args.overwrite))
+    except (CheckpointError, ConfigError, DataError, ExportError, FileNotFoundError) as err:
         print(f"redi export: {err}", file=sys.stderr)
         return 2
     return 0

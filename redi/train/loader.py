@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from redi.data.io import read_rows
 from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
 from redi.data.tokenized import load_pairs, load_sft
-from redi.data.tokenizer import load_tokenizer
+from redi.data.tokenizer import check_round_trip, load_tokenizer, string_values
 from redi.segments import PAIR_LAYOUT_KEYS
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
@@ -75,6 +77,18 @@ def training_prompt(path: Path) -> dict:
     return {"prompt_style": "plain", "think": str(answer).startswith(THINK_PREFIX.strip())}
 
 
+def _first_texts(path: Path, rows: int = 4) -> list[str]:
+    """The message texts of the first rows of a prepared file (for ``check_round_trip``)."""
+    texts = []
+    with path.open() as f:
+        for line in itertools.islice(f, rows):
+            try:
+                texts += string_values(json.loads(line))
+            except ValueError:  # the loader names bad rows
+                break
+    return texts
+
+
 def use_packing(config: TrainConfig) -> bool:
     if config.packing == "auto":
         return flash_attn_available() and config.attn_implementation in ("auto",
@@ -94,6 +108,7 @@ class TrainData:
         if not path.is_file():
             raise ConfigError(f"data={config.data}: {path} does not exist (run `redi prepare`)")
         self.path = path
+        check_round_trip(self.tokenizer, _first_texts(path))
         self.dataset = (load_sft if self.kind == "sft" else load_pairs)(path, formatter)
         check_positions(model_config, formatter.longest)
         if formatter.cut_sequences and env.is_main:
@@ -113,9 +128,7 @@ class TrainData:
                 f"global_batch_size={config.global_batch_size} must be a multiple of "
                 f"micro_batch_size x processes = {config.micro_batch_size} x {env.world_size}")
         self.accumulation = config.global_batch_size // per_step
-        self.sampler = LengthGroupedBatchSampler(
-            self.dataset["length"], batch_size=config.micro_batch_size, seed=config.seed,
-            drop_last=True, num_replicas=env.world_size, rank=env.rank)
+        self.sampler = self._new_sampler()
         if len(self.sampler) < self.accumulation:
             raise ConfigError(
                 f"{len(self.dataset)} {self.kind} examples make fewer than one step of "
@@ -123,6 +136,12 @@ class TrainData:
         self.packed = use_packing(config)
         self.collate = make_collator(self.kind, self.tokenizer.pad_token_id, self.packed)
         self._batches = None
+
+    def _new_sampler(self) -> LengthGroupedBatchSampler:
+        return LengthGroupedBatchSampler(
+            self.dataset["length"], batch_size=self.config.micro_batch_size,
+            seed=self.config.seed, drop_last=True, num_replicas=self.env.world_size,
+            rank=self.env.rank)
 
     def _data_dir(self, formatter: Formatter) -> Path:
         if self.config.data != "builtin":
@@ -160,14 +179,32 @@ class TrainData:
         return {k: v.to(self.env.device) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
 
+    def _step_indices(self, sampler, batches):
+        """The item indices of the next step's micro-batches from ``sampler`` (and the
+        iterator over its epoch, renewed at an epoch's end)."""
+        if len(sampler) - sampler.position < self.accumulation:
+            sampler.set_epoch(sampler.epoch + 1)
+            batches = None
+        if batches is None:
+            batches = iter(sampler)
+        return [next(batches) for _ in range(self.accumulation)], batches
+
     def next_step(self) -> list[dict]:
         """This process's micro-batches for the next optimizer step."""
-        if len(self.sampler) - self.sampler.position < self.accumulation:
-            self.sampler.set_epoch(self.sampler.epoch + 1)
-            self._batches = None
-        if self._batches is None:
-            self._batches = iter(self.sampler)
-        return [self._batch(next(self._batches)) for _ in range(self.accumulation)]
+        indices, self._batches = self._step_indices(self.sampler, self._batches)
+        return [self._batch(i) for i in indices]
+
+    def items_used(self, total_steps: int) -> torch.Tensor:
+        """Sorted indices of the items that steps 1..total_steps use on any process (the
+        sampler's order replayed on a copy; collective)."""
+        sampler, batches, used = self._new_sampler(), None, set()
+        for _ in range(total_steps):
+            indices, batches = self._step_indices(sampler, batches)
+            used.update(i for batch in indices for i in batch)
+        mask = torch.zeros(self.num_examples, device=self.env.device)
+        mask[sorted(used)] = 1.0
+        torch.distributed.all_reduce(mask)
+        return mask.nonzero().squeeze(1).cpu()
 
     def loss_normalizer(self, micro_batches: list[dict]) -> dict:
         """The step's global count (completion tokens, or pairs) over the process count:
@@ -185,10 +222,10 @@ class TrainData:
         layout = PAIR_LAYOUT_KEYS if self.kind == "pairs" else ()
         return {k: batch[k] for k in layout if k in batch} | normalizer
 
-    def reference_batches(self):
-        """Every pair once over all processes (this process: items rank, rank + W, ...), in
-        micro-batches, for the DPO reference cache."""
-        mine = list(range(self.env.rank, self.num_examples, self.env.world_size))
+    def reference_batches(self, items: torch.Tensor):
+        """Each of ``items`` once over all processes (this process: every W-th from its
+        rank), in micro-batches, for the DPO reference cache."""
+        mine = items[self.env.rank::self.env.world_size].tolist()
         size = self.config.micro_batch_size
         for start in range(0, len(mine), size):
             yield self._batch(mine[start:start + size])

@@ -7,7 +7,8 @@ schedule, reference, resume), then one optimizer step per iteration:
    loss normalizer (completion tokens for SFT, pairs for Stage 2), so that one process
    with N micro-batches and N processes with one each compute the same update;
 2. forward + fused loss + backward per micro-batch (gradients accumulate);
-3. clip, stop on a non-finite loss or gradient (the last good checkpoint stays), step;
+3. clip, stop on a non-finite loss or gradient (the last good checkpoint stays), step,
+   stop if the step made a parameter non-finite;
 4. log, checkpoint every ``save_every`` steps or when SIGTERM/SIGINT asked to stop.
 
 At the end: a last checkpoint and a Hugging Face export in ``output_dir/final``.
@@ -34,11 +35,13 @@ from redi.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from redi.train.config import TrainConfig, to_yaml
+from redi.train.config import ConfigError, TrainConfig, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
 from redi.train.loader import TrainData
 from redi.train.modeling import build_model, export_hf
 from redi.train.reference import CachedReference, OnlineReference
+from redi.train.run_config import changed_training_keys
+from redi.train.run_lock import OutputDirInUse, RunLock
 from redi.train.run_log import RunLog
 from redi.train.step_metrics import StepMetrics, parameter_snapshot, update_norm
 
@@ -90,13 +93,15 @@ def linear_warmup_decay(total_steps: int, warmup_ratio: float):
     return factor
 
 
-def make_reference(config, data: TrainData, env: Distributed, model):
+def make_reference(config, data: TrainData, env: Distributed, model, total_steps: int):
     """DPO's reference log-probs from the frozen Stage-1 model (None for other losses);
-    under LoRA that is ``model`` with its adapters disabled."""
+    under LoRA that is ``model`` with its adapters disabled. The cached table covers the
+    pairs of the run's ``total_steps`` steps."""
     if config.loss != "dpo":
         return None
+    needed = data.items_used(total_steps) if config.reference == "cached" else None
     if config.reference == "cached":
-        cached = CachedReference.load(config.output_dir, data.fingerprint)
+        cached = CachedReference.load(config.output_dir, data.fingerprint, needed)
         if cached is not None:  # no reference model needed
             return cached
     if lora.is_lora(model):
@@ -107,7 +112,8 @@ def make_reference(config, data: TrainData, env: Distributed, model):
     if config.reference == "online":
         return online
     return CachedReference.build(config.output_dir, data.fingerprint, data.num_examples,
-                                 online, data.reference_batches(), env.device, env.is_main)
+                                 online, data.reference_batches(needed), needed, env.device,
+                                 env.is_main, config.progress)
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -120,14 +126,45 @@ def peak_memory_gb(device: torch.device) -> float:
 
 def train(config: TrainConfig) -> Path:
     """Run (or resume) training; return the export directory (or the checkpoint written
-    when a signal stopped the run)."""
+    when a signal stopped the run). The output directory is locked for the run."""
     env = init_distributed()
+    lock = RunLock(config.output_dir)
     try:
+        error = None
+        if env.is_main:
+            try:
+                lock.acquire()
+            except OutputDirInUse as err:
+                error = err
+        if not all_true(error is None, env.device):
+            raise error or OutputDirInUse(f"{config.output_dir} is in use by another run")
         result = _train(config, env)
         finish()
         return result
     finally:
+        lock.release()
         shutdown()
+
+
+def start_run_config(config: TrainConfig, out: Path, resume_from: Path | None, is_main: bool):
+    """Write ``config.yaml`` for a new run; on a resume keep it, and refuse changed
+    training keys."""
+    path = out / "config.yaml"
+    if resume_from is not None and path.is_file():
+        changed = changed_training_keys(path.read_text(), config)
+        if changed:
+            raise ConfigError(f"cannot resume {out} with changed training settings "
+                              f"({'; '.join(changed)}): set them back, or use another "
+                              "output_dir or resume=never")
+        return
+    if is_main:
+        atomic_write_text(path, to_yaml(config))
+
+
+def parameters_finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter is finite (one fused pass; sharded parameters are reduced)."""
+    norm = torch.nn.utils.get_total_norm([p.detach() for p in model.parameters()])
+    return math.isfinite(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
 
 
 def _train(config: TrainConfig, env: Distributed) -> Path:
@@ -136,7 +173,8 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     out = Path(config.output_dir)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", to_yaml(config))
+    resume_from = resolve_resume(config.resume, out)
+    start_run_config(config, out, resume_from, env.is_main)
 
     data = TrainData(config, env)
     model = build_model(config, env.device)
@@ -148,10 +186,9 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     total_steps = config.max_steps or math.ceil(config.epochs * data.steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
-    reference = make_reference(config, data, env, model)
+    reference = make_reference(config, data, env, model, total_steps)
 
     step, tokens_seen = 0, 0
-    resume_from = resolve_resume(config.resume, out)
     if resume_from is not None:
         meta, sampler_state = load_checkpoint(resume_from, model, optimizer)
         if meta.get("loss") != config.loss:
@@ -207,6 +244,12 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
             logged = (step + 1) % config.log_every == 0 or step + 1 == total_steps
             before = parameter_snapshot(model) if logged else None
             optimizer.step()
+            if not parameters_finite(model):
+                kept = list_checkpoints(out)
+                raise TrainingDiverged(
+                    f"step {step + 1}: the optimizer step made parameters non-finite (lr "
+                    f"{scheduler.get_last_lr()[0]}, grad norm {grad_norm}). Last good "
+                    f"checkpoint: {kept[-1] if kept else 'none'}")
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -228,7 +271,8 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
         if saved_step != step:
             checkpoint()
         final = out / "final"
-        export_hf(model, data.tokenizer, final, env.is_main, config.export_adapter)
+        export_hf(model, data.tokenizer, final, env.is_main, config.export_adapter,
+                  overwrite=True)
         if env.is_main:
             write_training_prompt(final, **data.training_prompt)
         log.message(f"done: {step} steps, export in {final}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -19,11 +20,14 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from transformers import AutoModelForCausalLM
 
+from redi.data.tokenizer import auto_tokenizer_mismatch
 from redi.files import replace_dir
 from redi.hf_head import head_inputs
+from redi.model_dir import check_model_dir
 from redi.model_logits import model_softcap, with_model_softcap
 from redi.train import lora
 from redi.train.config import ConfigError, TrainConfig
+from redi.train.export_dir import check_export_target, check_finite, mark_export
 from redi.train.model_spec import hf_config, model_source
 
 
@@ -49,6 +53,8 @@ def load_causal_lm(config: TrainConfig):
     ``config.model_config`` (see ``redi.train.model_spec``)."""
     attn = attn_implementation(config)
     source = model_source(config)
+    if source is not None:
+        check_model_dir(source)
     if source is None and not config.model_config:
         raise ConfigError("set model (a local HF directory), init_from, or model_config")
     model_config = hf_config(config)
@@ -155,14 +161,18 @@ def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
 
 
 def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool,
-              adapter_only: bool = False):
+              adapter_only: bool = False, source: str = "training", overwrite: bool = False):
     """Write a HF model directory (safetensors, config, tokenizer) atomically: into a
     temporary sibling, then renamed. Collective: every rank must call it. A LoRA model is
-    written merged (W + s B A), or with ``adapter_only`` as its PEFT adapter alone."""
+    written merged (W + s B A), or with ``adapter_only`` as its PEFT adapter alone. Refuses
+    non-finite weights and an ``out_dir`` that is not ours to replace (see
+    ``redi.train.export_dir``)."""
     state = full_state_dict(model)
     if not is_main:
         return
     out_dir = Path(out_dir)
+    check_export_target(out_dir, overwrite)
+    check_finite(state, source)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if lora.is_lora(model) and adapter_only:
@@ -174,4 +184,9 @@ def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_m
         model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+        mismatch = auto_tokenizer_mismatch(tokenizer, tmp)
+        if mismatch:
+            print(f"redi: warning: {mismatch.replace(str(tmp), str(out_dir))}",
+                  file=sys.stderr)
+    mark_export(tmp, source)
     replace_dir(tmp, out_dir)

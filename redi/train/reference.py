@@ -3,10 +3,12 @@ frozen Stage-1 model. REDI and SimPO need none.
 
 * ``online``: a frozen, FSDP2-sharded copy of the Stage-1 model runs a no-grad forward on
   every batch (one more forward per step).
-* ``cached``: the same forward, run once over the whole pair set before training; the
-  ``[pairs, 2]`` table is saved to ``output_dir/reference_logps.safetensors`` (with the
-  pair-file fingerprint, so changed data is never served stale numbers) and looked up by
-  each batch's ``index``.
+* ``cached``: the same forward, run once before training over the pairs the run will use
+  (all of them, or the first ``max_steps`` steps' worth), with a progress bar; the
+  ``[pairs, 2]`` table (NaN for pairs not computed) is saved to
+  ``output_dir/reference_logps.safetensors`` (with the pair-file fingerprint, so changed
+  data is never served stale numbers) and looked up by each batch's ``index``. A cache
+  that lacks a pair the run needs is rebuilt.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ class CachedReference:
         return rows[:, 0], rows[:, 1]
 
     @classmethod
-    def load(cls, output_dir, fingerprint: str) -> CachedReference | None:
-        """The cache of ``output_dir`` if it was built for ``fingerprint``, else None."""
+    def load(cls, output_dir, fingerprint: str, needed: torch.Tensor) -> CachedReference | None:
+        """The cache of ``output_dir`` if it was built for ``fingerprint`` and holds the
+        pairs ``needed``, else None."""
         path = Path(output_dir) / CACHE_FILE
         if not path.is_file():
             return None
@@ -58,22 +61,34 @@ class CachedReference:
 
         with safe_open(str(path), "pt") as f:
             stored = f.metadata().get("fingerprint")
-        return cls(load_file(str(path))["logps"]) if stored == fingerprint else None
+        if stored != fingerprint:
+            return None
+        table = load_file(str(path))["logps"]
+        return cls(table) if bool(torch.isfinite(table[needed]).all()) else None
 
     @classmethod
     def build(cls, output_dir, fingerprint: str, num_pairs: int, online: OnlineReference,
-              batches, device, is_main: bool) -> CachedReference:
-        """Run the reference over ``batches`` (this rank's share of every pair, each with
-        ``index``), gather the table on every rank and write it."""
+              batches, needed: torch.Tensor, device, is_main: bool,
+              progress: bool = True) -> CachedReference:
+        """Run the reference over ``batches`` (this rank's share of the pairs ``needed``,
+        each with ``index``), gather the table on every rank and write it."""
+        from tqdm import tqdm
+
         path = Path(output_dir) / CACHE_FILE
         table = torch.zeros(num_pairs, 2, dtype=torch.float64, device=device)
-        for batch in batches:
-            chosen, rejected = online(batch)
-            index = batch["index"].to(device)
-            table[index, 0] = chosen.double()
-            table[index, 1] = rejected.double()
-        dist.all_reduce(table)  # every pair was computed by exactly one rank
+        with tqdm(total=len(needed), desc="DPO reference", unit="pair",
+                  disable=not (is_main and progress)) as bar:
+            for batch in batches:
+                chosen, rejected = online(batch)
+                index = batch["index"].to(device)
+                table[index, 0] = chosen.double()
+                table[index, 1] = rejected.double()
+                bar.update(len(index) * dist.get_world_size())
+        dist.all_reduce(table)  # every needed pair was computed by exactly one rank
         table = table.float().cpu()
+        unused = torch.ones(num_pairs, dtype=torch.bool)
+        unused[needed] = False
+        table[unused] = float("nan")
         if is_main:
             with atomic_path(path) as tmp:
                 save_file({"logps": table}, str(tmp), metadata={"fingerprint": fingerprint})

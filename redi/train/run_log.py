@@ -1,5 +1,6 @@
 """Training logs on the main process: a progress bar (tokens/s, ETA), one JSON line of
-metrics per logged step in ``output_dir/metrics.jsonl``, and optionally TensorBoard."""
+metrics per logged step in ``output_dir/metrics.jsonl`` (a resumed run first drops the
+lines after its checkpoint's step), and optionally TensorBoard."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 from pathlib import Path
 
 from tqdm import tqdm
+
+from redi.files import atomic_write_text
 
 
 class RunLog:
@@ -20,6 +23,7 @@ class RunLog:
             return
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
+        keep_steps_up_to(out / "metrics.jsonl", start_step)
         self.jsonl = open(out / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
         if progress:
             self.bar = tqdm(total=total_steps, initial=start_step, desc=description,
@@ -56,6 +60,22 @@ class RunLog:
         if self.writer is not None:
             self.writer.close()
         self.jsonl.close()
+
+
+def keep_steps_up_to(path: Path, step: int) -> None:
+    """Drop the records after ``step`` (logged by a run that went further than the
+    checkpoint it is resumed from), so that every step appears once."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line)["step"] > step:
+                break
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            break
+        kept.append(line)
+    atomic_write_text(path, "".join(kept))
 
 
 def _plain(value):

@@ -1,0 +1,39 @@
+"""What a Hugging Face model directory must hold before it is loaded: ``config.json`` and
+its weights (``model.safetensors``, ``pytorch_model.bin``, or a sharded index with every
+shard it names). A missing piece is one line naming the directory and the file, where
+transformers would show a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class ModelDirError(FileNotFoundError):
+    """A model directory that cannot be loaded."""
+
+
+def check_model_dir(path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: no such model directory")
+    if not (path / "config.json").is_file():
+        raise ModelDirError(f"{path} is not a Hugging Face model directory (no config.json)")
+    if any((path / name).is_file() for name in WEIGHT_FILES):
+        return
+    for name in WEIGHT_FILES:
+        index = path / f"{name}.index.json"
+        if index.is_file():
+            try:
+                shards = set(json.loads(index.read_text())["weight_map"].values())
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise ModelDirError(f"{index} is unreadable ({err})") from None
+            missing = sorted(s for s in shards if not (path / s).is_file())
+            if missing:
+                raise ModelDirError(f"{path} lacks weight shards named in {index.name}: "
+                                    f"{', '.join(missing[:3])}")
+            return
+    raise ModelDirError(f"{path} holds no weights ({' or '.join(WEIGHT_FILES)}, or a "
+                        "sharded index)")

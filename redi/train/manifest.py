@@ -1,0 +1,65 @@
+"""A digest manifest of a checkpoint's files: ``manifest.json`` = {file name: [size, sha256]}.
+
+Written last into a checkpoint (before the directory is renamed into place) and checked
+before a checkpoint is resumed or exported, so that a shard damaged on disk (a bad sector,
+a partial copy, an edit) is found before its bytes become weights. Hashing is split over
+the processes (process r takes every W-th file), so a save or a check costs one read of
+1/W of the checkpoint per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_files(directory: Path) -> list[str]:
+    """The files a manifest covers (every file of the directory but the manifest)."""
+    return sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST)
+
+
+def digests(directory: Path, names: list[str]) -> dict[str, list]:
+    return {name: [(directory / name).stat().st_size, _sha256(directory / name)]
+            for name in names}
+
+
+def write_manifest(directory: Path, entries: dict[str, list]) -> None:
+    (directory / MANIFEST).write_text(json.dumps(dict(sorted(entries.items())), indent=1))
+
+
+def read_manifest(directory: Path) -> dict[str, list] | None:
+    """The manifest's entries; None for a checkpoint written before manifests existed
+    (taken as it is: nothing to check it against). Raises ValueError if unreadable."""
+    try:
+        entries = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"unreadable {MANIFEST} ({err})") from None
+    if not isinstance(entries, dict) or not all(
+            isinstance(e, list) and len(e) == 2 for e in entries.values()):
+        raise ValueError(f"unreadable {MANIFEST}")
+    return entries
+
+
+def file_problem(directory: Path, name: str, entry: list) -> str | None:
+    """What is wrong with one listed file (None: its size and digest match)."""
+    file = directory / name
+    if not file.is_file():
+        return f"{name} is missing"
+    if file.stat().st_size != entry[0]:
+        return f"{name} has {file.stat().st_size} bytes, not {entry[0]}"
+    if _sha256(file) != entry[1]:
+        return f"{name} does not match its sha256 digest"
+    return None

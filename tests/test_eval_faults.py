@@ -1,0 +1,77 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_eval)
+"""``redi eval`` faults (issue 16): samples reused only for the same data file, a failed first
+run does not block the corrected rerun, a tokenizer that loses text is refused at load,
+few extractable answers are flagged, and incomplete model directories are one line."""
+
+import json
+import shutil
+
+from test_eval import builtin_test_file, run_eval, tiny_model_dir  # noqa: F401
+
+from redi.eval.runner import format_table, summarize
+
+
+def test_other_data_into_the_same_output_is_refused(tiny_model_dir, builtin_test_file,
+                                                    tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 0
+    other = tmp_path / "other.jsonl"  # same ids, other problems
+    other.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Compute {i} + 9.",
+                                         "answer": str(i + 9)}) + "\n" for i in range(3)))
+    capsys.readouterr()
+    assert run_eval(tiny_model_dir, other, out, samples=1) == 2
+    assert "other settings (data_sha256" in capsys.readouterr().err
+
+
+def test_a_failed_first_run_does_not_block_the_corrected_one(tiny_model_dir,
+                                                             builtin_test_file, tmp_path,
+                                                             capsys):
+    out = tmp_path / "out"
+    assert run_eval(tmp_path / "no-such-model", builtin_test_file, out, samples=1) == 2
+    assert "no such model directory" in capsys.readouterr().err
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 0
+
+
+def test_a_tokenizer_without_decoder_is_refused_at_load(tiny_model_dir, builtin_test_file,
+                                                        tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    spec = json.loads((model / "tokenizer.json").read_text())
+    spec["decoder"] = None
+    (model / "tokenizer.json").write_text(json.dumps(spec))
+    assert run_eval(model, builtin_test_file, tmp_path / "out", samples=1) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"redi eval: {model}: tokenizer does not give text back")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_few_answers_are_flagged_loudly():
+    from redi.eval.benchmarks import Problem
+
+    problems = [Problem(id=f"p{i}", problem="q", answer="1") for i in range(30)]
+    done = {(p.id, 0): {"answer": None, "correct": False} for p in problems}
+    summary = summarize(problems, done, 1, "builtin")
+    assert "only 0 of 30 samples have an answer" in summary["warning"]
+    assert "\nWARNING: only 0 of 30" in format_table(summary)
+    done[("p0", 0)] = done[("p1", 0)] = {"answer": "1", "correct": True}
+    assert "warning" not in summarize(problems, done, 1, "builtin")
+
+
+def test_model_dirs_missing_weights_or_tokenizer_are_one_line(tiny_model_dir,
+                                                              builtin_test_file, tmp_path,
+                                                              capsys):
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    assert run_eval(no_weights, builtin_test_file, tmp_path / "a", samples=1) == 2
+    err = capsys.readouterr().err
+    assert err == f"redi eval: {no_weights} holds no weights (model.safetensors or " \
+                  "pytorch_model.bin, or a sharded index)\n"
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model_dir, no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (no_tokenizer / name).unlink()
+    assert run_eval(no_tokenizer, builtin_test_file, tmp_path / "b", samples=1) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"redi eval: {no_tokenizer}: no tokenizer files") and \
+        len(err.splitlines()) == 1

@@ -29,9 +29,6 @@ from redi.train.distributed import Distributed, all_sum
 from redi.train.modeling import flash_attn_available
 from redi.segments import PAIR_LAYOUT_KEYS
 
-BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
-BUILTIN_TEST = 500
-
 
 def tokenizer_source(config: TrainConfig) -> str | None:
     if config.tokenizer:
@@ -92,8 +89,8 @@ class TrainData:
             return Path(self.config.data)
         directory = Path(self.config.output_dir) / "data"
         if self.env.is_main and not (directory / "pairs.jsonl").is_file():
-            prepare_builtin_task(directory, formatter, BUILTIN_PROBLEMS, BUILTIN_TEST,
-                                 options=PrepareOptions(progress=False))
+            # sizes: redi.data.builtin_task.DEFAULT_PROBLEMS / DEFAULT_TEST
+            prepare_builtin_task(directory, formatter, options=PrepareOptions(progress=False))
         dist.barrier()
         return directory
 

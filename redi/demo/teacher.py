@@ -7,8 +7,9 @@ mistakes. The built-in task is made the same way, at toy scale:
    architecture) is trained on rule-generated *correct* column-addition traces of
    ``rule_problems`` problems (``redi.data.builtin_task`` with ``column_error=0``) for a
    short schedule, so it has learnt the format and most of the arithmetic but still slips;
-2. it is sampled several times per training problem at temperature ``TEMPERATURE`` (as R1
-   was sampled), from the same chat prompt the student is trained and evaluated with;
+2. it is sampled several times per training problem at ``TeacherSettings.temperature``
+   (0.6, chosen so that about half the samples are wrong), from the same chat prompt the
+   student is trained and evaluated with;
 3. every sample is judged by the task's verifier (``builtin_task.verify``: the last
    ``\\boxed{}`` against the sum) and the rows are written in the OpenR1-Math-Raw schema,
    exactly what ``redi prepare`` takes from the real data set.
@@ -21,8 +22,14 @@ need not coincide with the student's own weak steps. If the negatives carry info
 pushing their tokens down (REDI's alpha term) should help the student beyond what more SFT
 on the same correct traces gives.
 
-The rows ship with the package (``redi/data/builtin-teacher.jsonl.gz``); regenerate them
-with ``python -m redi.demo.teacher`` (resumes an interrupted run from ``--work``).
+An earlier checkpoint of the same run (``base_checkpoint``) is the student's starting point,
+as the paper's student is a pretrained base model. The rows and the base ship with the
+package (``redi/data/builtin-teacher.jsonl.gz``, ``redi/data/builtin-base/``); regenerate
+them with ``python -m redi.demo.teacher`` (resumes an interrupted run from ``--work``). The
+shipped teacher run was trained in 4 data-parallel processes (``torchrun --nproc_per_node 4
+-m redi.cli sft --config recipes/tiny_teacher.yaml data=WORK/rules output_dir=WORK/model
+max_steps=400 save_every=100 keep_last=1000 micro_batch_size=16``, then this command with
+``--work WORK``); one process trains an equivalent, not bit-identical, teacher.
 """
 
 from __future__ import annotations

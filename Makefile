@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml setup.py $(CONSTRAINTS)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The main job on the embedded default (about 10 minutes on 2 CPU cores); rerunning resumes.
-# ARGS=--compare adds DPO and SimPO; ARGS="--seeds 3" repeats it over seeds.
+# The main job on the built-in teacher task (one seed: SFT, continued SFT, REDI at the
+# committed learning rates; about 10 minutes on 2 CPU cores); rerunning resumes.
+# ARGS=--compare adds symmetric REDI, DPO and SimPO; ARGS=--full reruns the learning-rate
+# sweep and all seeds and rewrites docs/demo/ (about an hour on 2 cores).
 demo: $(STAMP)
 	$(PY) -m redi.cli demo $(ARGS)
 

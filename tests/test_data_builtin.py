@@ -13,11 +13,13 @@ from redi.data.builtin_task import (
     generate_rows,
     generate_test,
     generate_test_pairs,
-    is_test_problem,
     possible_mistakes,
     render_trace,
     sample_operands,
     solve,
+    split_of,
+    teacher_rows,
+    verify,
     write_task,
 )
 from redi.data.formatting import Formatter
@@ -85,22 +87,27 @@ def test_rows_follow_the_openr1_schema_and_are_deterministic():
                                       "math_verify_reparsed_answer": verdicts}
         assert len(row["generations"]) == 4 and row["problem_is_valid"] == "Yes"
         operands = tuple(int(n) for n in row["problem"][len("Compute "):-1].split(" + "))
-        assert str(sum(operands)) == row["answer"] and not is_test_problem(operands)
+        assert str(sum(operands)) == row["answer"] and split_of(operands) == "train"
     share = sum(sum(r["correctness"]["llama_verification"]) for r in rows) / (4 * len(rows))
     assert 0.45 < share < 0.75  # column_error 0.2 over 1 to 3 columns
     assert len({r["uuid"] for r in rows}) == 300
 
 
-def test_held_out_split_is_disjoint_distinct_and_answered():
+def test_held_out_splits_are_disjoint_distinct_and_answered():
     test = generate_test(200, seed=0)
+    validation = generate_test(200, seed=0, split="validation")
     assert test == generate_test(200, seed=0)
     assert [t["id"] for t in test] == [f"builtin-test-{i:05d}" for i in range(200)]
-    assert len({t["problem"] for t in test}) == 200
+    assert [t["id"] for t in validation] == [f"builtin-validation-{i:05d}" for i in range(200)]
+    assert len({t["problem"] for t in test}) == len({t["problem"] for t in validation}) == 200
     train = {r["problem"] for r in generate_rows(3000, seed=0)}
-    assert not train & {t["problem"] for t in test}
-    for t in test:
+    held_out = [{t["problem"] for t in split} for split in (test, validation)]
+    assert not train & held_out[0] and not train & held_out[1] and not held_out[0] & held_out[1]
+    for t in test + validation:
         operands = [int(n) for n in t["problem"][len("Compute "):-1].split(" + ")]
         assert t["answer"] == str(sum(operands))
+    with pytest.raises(ValueError, match="split must be one of"):
+        generate_test(2, split="train")
 
 
 def test_held_out_pairs_rank_the_correct_trace_against_one_mistake():
@@ -115,21 +122,42 @@ def test_held_out_pairs_rank_the_correct_trace_against_one_mistake():
 
 
 def test_impossible_sizes_are_errors():
-    with pytest.raises(ValueError, match="cannot find 50 distinct held-out problems"):
+    with pytest.raises(ValueError, match="cannot find 50 distinct test problems"):
         generate_test(50, max_operands=2, max_digits=1)
     with pytest.raises(ValueError, match="max_operands >= 2 and 1 <= max_digits <= 4"):
         next(generate_rows(1, max_digits=5))
 
 
 def test_write_task(tmp_path):
-    paths = write_task(tmp_path, num_problems=5, num_test=3, seed=2, max_digits=2)
-    assert paths == {name: tmp_path / f"{name}.jsonl" for name in ("raw", "test", "test_pairs")}
+    paths = write_task(tmp_path, num_problems=5, num_test=3, seed=2, task="slips",
+                       num_validation=4, max_digits=2)
+    assert paths == {name: tmp_path / f"{name}.jsonl"
+                     for name in ("raw", "test", "validation", "test_pairs")}
     read = lambda name: [json.loads(line) for line in paths[name].read_text().splitlines()]
     assert read("raw") == list(generate_rows(5, seed=2, max_digits=2))
     assert read("test") == generate_test(3, seed=2, max_digits=2)
+    assert read("validation") == generate_test(4, seed=2, max_digits=2, split="validation")
     assert read("test_pairs") == generate_test_pairs(3, seed=2, max_digits=2)
     formatter = Formatter(load_tokenizer())
     assert len(load_pairs(paths["test_pairs"], formatter)) == 3
+
+
+def test_teacher_task_reads_the_shipped_teacher_samples(tmp_path):
+    rows = teacher_rows(50)
+    assert rows == teacher_rows(60)[:50]
+    for row in rows:
+        verdicts = [verify(g, row["answer"]) for g in row["generations"]]
+        assert row["correctness"]["math_verify_answer"] == verdicts
+        operands = tuple(int(n) for n in row["problem"][len("Compute "):-1].split(" + "))
+        assert split_of(operands) == "train" and str(sum(operands)) == row["answer"]
+    flat = [v for r in teacher_rows(400) for v in r["correctness"]["math_verify_answer"]]
+    assert 0.2 < 1 - sum(flat) / len(flat) < 0.8  # a useful mix of right and wrong samples
+    paths = write_task(tmp_path, num_problems=50, num_test=3)
+    assert [json.loads(line) for line in paths["raw"].open()] == rows
+    with pytest.raises(ValueError, match="fewer than the 10000000 asked for"):
+        teacher_rows(10_000_000)
+    with pytest.raises(ValueError, match="unknown built-in task 'nope'; choose one of"):
+        write_task(tmp_path, 5, 3, task="nope")
 
 
 def test_answer_extraction_and_normalization():

@@ -130,7 +130,8 @@ def test_unknown_format_is_an_error(tmp_path, capsys):
 
 
 def test_100k_traces_prepare_within_60_seconds(tmp_path, capsys):
-    raw = write_task(tmp_path, num_problems=25_000, num_test=10, seed=1, generations=4)["raw"]
+    raw = write_task(tmp_path, num_problems=25_000, num_test=10, seed=1, task="slips",
+                     generations=4)["raw"]
     started = time.perf_counter()
     code = main(["prepare", "--input", str(raw), "--output-dir", str(tmp_path / "out"),
                  "--no-progress"])

@@ -1,35 +1,90 @@
-"""The main job (`make demo`) scaled down: every artifact is written, reruns resume, and
-Stage 2 moves the held-out log-probs of correct vs incorrect traces the expected way."""
+"""The main job (`make demo`) scaled down: every method's row, the sweep, the paired
+statistics and the files are produced, a rerun resumes, bad flags are one-line errors; the
+teacher pipeline that makes the built-in rows runs at a small size."""
 
+import gzip
 import json
 
 import pytest
 
-from redi.demo import QUICK, run_demo
+from redi.data.builtin_task import verify
+from redi.demo import QUICK, main, run_demo
+from redi.demo.run import METHODS, choose_lrs
+from redi.demo.stats import paired_difference
+from redi.demo.teacher import TeacherSettings, build_teacher_rows
 
-pytestmark = pytest.mark.slow
 
-
-def test_quick_demo_pipeline(tmp_path, capsys):
-    per_seed = run_demo(tmp_path, seeds=[0], compare=False, size=QUICK)
-    rows = per_seed[0]["rows"]
-    assert set(rows) == {"sft", "redi"}
-    # REDI raises correct traces relative to incorrect ones on pairs it never saw.
-    assert rows["redi"]["margin"] > rows["sft"]["margin"]
-    for name in ("sft", "redi"):
-        assert (tmp_path / "seed0" / name / "final" / "model.safetensors").is_file()
-        assert (tmp_path / "seed0" / "eval" / name / "summary.json").is_file()
-        assert 0.0 <= rows[name]["pass@1"] <= 1.0
-    assert (tmp_path / "seed0" / "redi" / "metrics.jsonl").is_file()
-    assert (tmp_path / "stage2_curves.png").stat().st_size > 10_000
+@pytest.mark.slow
+def test_quick_demo_every_row_and_a_resuming_rerun(tmp_path, capsys):
+    grid = (1e-3,)  # one grid point keeps it fast; choose_lrs is tested below
+    results = run_demo(tmp_path, [0], METHODS, QUICK, grid=grid)
+    assert set(results["methods"]) == set(METHODS)
+    for name, entry in results["methods"].items():
+        assert len(entry["pass1"]) == len(entry["pass1_se"]) == 1
+        assert 0.0 <= entry["pass1"][0] <= 1.0
+        assert (entry["lr"] in grid) == (name != "sft")
+    assert results["methods"]["redi"]["alpha"] == 0.8
+    assert results["methods"]["sft_continued"]["alpha"] == 0.0
+    assert set(results["sweep"]) == set(METHODS[1:])
+    assert all(set(points) == {"0.001"} for points in results["sweep"].values())
+    assert {"diff", "se"} <= set(results["paired"]["redi_minus_sft_continued"])
+    assert set(results["curves"]) == set(METHODS[1:])
+    assert results["stage1"]["0"]["curve"] and "plateau" in results["stage1"]["0"]
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["methods"] == results["methods"] and written["task"] == "teacher"
     table = (tmp_path / "results.md").read_text()
-    assert "| SFT only |" in table and "| REDI (alpha 0.8) |" in table
-    assert json.loads((tmp_path / "results.json").read_text())["0"]["rows"]["redi"]
-    first = capsys.readouterr().out
-    assert "held-out pass@1" in first
-    # A rerun resumes: nothing is trained or sampled again.
-    samples = (tmp_path / "seed0" / "eval" / "redi" / "samples.jsonl").read_text()
-    again = run_demo(tmp_path, seeds=[0], compare=False, size=QUICK)
-    assert again[0]["rows"] == rows
-    assert (tmp_path / "seed0" / "eval" / "redi" / "samples.jsonl").read_text() == samples
-    assert "Stage 1 (SFT)" in capsys.readouterr().out
+    assert "| continued SFT (alpha 0) |" in table and "| REDI (alpha 0.8) |" in table
+    assert "redi − sft_continued" in table
+    assert (tmp_path / "stage2_curves.png").stat().st_size > 10_000
+    capsys.readouterr()
+    final = tmp_path / "seed0" / "redi" / "lr0.001" / "final" / "model.safetensors"
+    stamp = final.stat().st_mtime_ns
+    again = run_demo(tmp_path, [0], METHODS, QUICK, grid=grid)
+    assert again["methods"] == results["methods"] and again["sweep"] == results["sweep"]
+    assert final.stat().st_mtime_ns == stamp  # nothing trained again
+    assert "task 'teacher'" not in capsys.readouterr().out  # nor generated again
+
+
+def test_teacher_pipeline_at_a_small_size(tmp_path):
+    settings = TeacherSettings(rule_problems=150, steps=2, checkpoint=2, base_checkpoint=1,
+                               problems=6, generations=2, max_new_tokens=24, batch_size=4)
+    output = tmp_path / "rows.jsonl.gz"
+    rates = build_teacher_rows(output, tmp_path / "work", settings, tmp_path / "base")
+    assert (tmp_path / "base" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "base" / "config.json").read_text())["dtype"] == "bfloat16"
+    rows = [json.loads(line) for line in gzip.open(output, "rt")]
+    assert len(rows) == 6 and rates["problems"] == 6 and rates["samples"] == 12
+    for row in rows:
+        assert len(row["generations"]) == 2 and row["generations"][0].startswith("<think>\n")
+        verdicts = [verify(g, row["answer"]) for g in row["generations"]]
+        assert row["correctness"]["llama_verification"] == verdicts
+    samples = (tmp_path / "work" / "samples.jsonl").read_text()
+    (tmp_path / "work" / "samples.jsonl").write_text(samples[:-5])  # a kill mid-line
+    build_teacher_rows(output, tmp_path / "work", settings)
+    assert (tmp_path / "work" / "samples.jsonl").read_text() == samples  # redrawn identically
+
+
+def test_lr_choice_and_paired_difference():
+    assert choose_lrs({"redi": {1e-3: [0.5, 0.7], 1e-4: [0.6, 0.6], 1e-2: [0.1, 0.2]}}) == \
+        {"redi": 1e-4}  # a tie goes to the smaller rate
+    a, b = [[1.0, 0.5, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0]], [[0.5, 0.5, 0.0, 1.0]] * 2
+    paired = paired_difference(a, b)
+    assert paired["per_seed"] == [0.125, 0.25]
+    assert paired["diff"] == pytest.approx(0.1875)
+    # problems: per-problem mean diffs (0.5, 0.25, 0, 0); seeds: (0.125, 0.25)
+    assert paired["se_problems"] == pytest.approx(0.2393568 / 2)
+    assert paired["se_seeds"] == pytest.approx(0.0883883 / 2 ** 0.5)
+    assert not paired["called"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "nope"], "unknown --task 'nope'; choose one of teacher, slips"),
+    (["--seeds", "0"], "argument --seeds: must be >= 1, got 0"),
+    (["--grid", "1e-3,0"], "argument --grid: every learning rate must be > 0"),
+    (["--grid", "1e-3,x"], "argument --grid: not a comma-separated list of numbers"),
+])
+def test_bad_flags_are_one_line_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]

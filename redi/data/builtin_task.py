@@ -35,6 +35,7 @@ whole numbers compared after normalization).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -48,7 +49,15 @@ from redi.eval.answers import is_correct
 SOURCE = "builtin_addition"
 COLUMN_NAMES = ("units", "tens", "hundreds", "thousands")
 MISTAKES = ("slip", "dropped_term", "forgot_carry", "dropped_carry")
-TEST_SHARE = 10  # one problem in TEST_SHARE (by operand hash) belongs to the test split
+SPLIT_SHARE = 10  # by operand hash: residue 0 -> test, 1 -> validation, the rest -> train
+HELD_OUT_SPLITS = ("test", "validation")
+TASKS = ("teacher", "slips")  # the teacher model's verified samples | injected slips
+DEFAULT_TASK = "teacher"
+# The one place the built-in task's size is set (the trainer's data=builtin, `redi prepare
+# --builtin` and `redi demo` all read these).
+DEFAULT_PROBLEMS = 2000  # training problems (4 teacher traces each)
+DEFAULT_TEST = 400  # held-out test problems (and test pairs)
+DEFAULT_VALIDATION = 200  # held-out validation problems (model and learning-rate selection)
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,12 @@ def problem_text(operands: tuple[int, ...]) -> str:
     return "Compute " + " + ".join(map(str, operands)) + "."
 
 
-def is_test_problem(operands: tuple[int, ...]) -> bool:
-    """Whether a problem belongs to the held-out split (a fixed hash of the operands)."""
+def split_of(operands: tuple[int, ...]) -> str:
+    """The split a problem belongs to, "train", "validation" or "test", by a fixed hash of
+    its operands (so the splits never share a problem whatever the sizes and seeds)."""
     digest = hashlib.blake2b(repr(operands).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % TEST_SHARE == 0
+    residue = int.from_bytes(digest, "little") % SPLIT_SHARE
+    return HELD_OUT_SPLITS[residue] if residue < len(HELD_OUT_SPLITS) else "train"
 
 
 def sample_operands(rng: random.Random, max_operands: int = 3, max_digits: int = 3) -> tuple:
@@ -157,45 +168,64 @@ def teacher_trace(rng: random.Random, operands: tuple[int, ...], column_error: f
     return render_trace(solve(operands, rng.choice(possible_mistakes(operands))))
 
 
-def generate_rows(num_problems: int, seed: int = 0, generations: int = 4,
-                  column_error: float = 0.2, max_operands: int = 3,
-                  max_digits: int = 3) -> Iterator[dict]:
-    """Training rows in the OpenR1-Math-Raw schema (never a held-out problem)."""
-    rng = random.Random(seed)
+def train_operands(num_problems: int, seed: int = 0, max_operands: int = 3,
+                   max_digits: int = 3, rng: random.Random | None = None,
+                   excluded: tuple[str, ...] = HELD_OUT_SPLITS) -> Iterator[tuple[int, ...]]:
+    """Operand tuples outside the ``excluded`` splits (repeats possible), in a fixed order
+    for the seed (or drawn from ``rng`` when given)."""
+    rng = rng or random.Random(seed)
     for _ in range(num_problems):
         operands = sample_operands(rng, max_operands, max_digits)
-        while is_test_problem(operands):
+        while split_of(operands) in excluded:
             operands = sample_operands(rng, max_operands, max_digits)
-        answer = str(sum(operands))
+        yield operands
+
+
+def openr1_row(operands: tuple[int, ...], traces: list[str], row_uuid: str) -> dict:
+    """One row in the OpenR1-Math-Raw schema; the verdicts all equal ``verify``."""
+    answer = str(sum(operands))
+    verdicts = [verify(t, answer) for t in traces]
+    return {
+        "problem": problem_text(operands),
+        "answer": answer,
+        "generations": traces,
+        "correctness": {
+            "llama_verification": verdicts,
+            "math_verify_answer": list(verdicts),
+            "math_verify_reparsed_answer": list(verdicts),
+        },
+        "problem_is_valid": "Yes",
+        "source": SOURCE,
+        "uuid": row_uuid,
+    }
+
+
+def generate_rows(num_problems: int, seed: int = 0, generations: int = 4,
+                  column_error: float = 0.2, max_operands: int = 3, max_digits: int = 3,
+                  excluded: tuple[str, ...] = HELD_OUT_SPLITS) -> Iterator[dict]:
+    """Injected-slip training rows in the OpenR1-Math-Raw schema (never a problem of the
+    ``excluded`` splits); ``column_error=0`` gives rule-generated correct traces only."""
+    rng = random.Random(seed)
+    for operands in train_operands(num_problems, max_operands=max_operands,
+                                   max_digits=max_digits, rng=rng, excluded=excluded):
         traces = [teacher_trace(rng, operands, column_error) for _ in range(generations)]
-        verdicts = [check_answer(t, answer) for t in traces]
-        yield {
-            "problem": problem_text(operands),
-            "answer": answer,
-            "generations": traces,
-            "correctness": {
-                "llama_verification": verdicts,
-                "math_verify_answer": list(verdicts),
-                "math_verify_reparsed_answer": list(verdicts),
-            },
-            "problem_is_valid": "Yes",
-            "source": SOURCE,
-            "uuid": str(uuid.UUID(int=rng.getrandbits(128))),
-        }
+        yield openr1_row(operands, traces, str(uuid.UUID(int=rng.getrandbits(128))))
 
 
-def _test_operands(num_problems: int, seed: int, max_operands: int,
-                   max_digits: int) -> list[tuple[int, ...]]:
-    """Distinct held-out operand tuples, in a fixed order for the seed."""
-    rng = random.Random(f"test-{seed}")
+def held_out_operands(num_problems: int, seed: int = 0, split: str = "test",
+                      max_operands: int = 3, max_digits: int = 3) -> list[tuple[int, ...]]:
+    """Distinct operand tuples of a held-out split, in a fixed order for the seed."""
+    if split not in HELD_OUT_SPLITS:
+        raise ValueError(f"split must be one of {HELD_OUT_SPLITS}, not {split!r}")
+    rng = random.Random(f"{split}-{seed}")
     found: dict[tuple[int, ...], None] = {}
     misses = 0
     while len(found) < num_problems:
         operands = sample_operands(rng, max_operands, max_digits)
-        if operands in found or not is_test_problem(operands):
+        if operands in found or split_of(operands) != split:
             misses += 1
             if misses > 100 * num_problems + 10_000:
-                raise ValueError(f"cannot find {num_problems} distinct held-out problems with "
+                raise ValueError(f"cannot find {num_problems} distinct {split} problems with "
                                  f"at most {max_operands} operands of {max_digits} digits")
             continue
         found[operands] = None
@@ -211,11 +241,12 @@ def _assistant(text: str) -> list[dict]:
 
 
 def generate_test(num_problems: int, seed: int = 0, max_operands: int = 3,
-                  max_digits: int = 3) -> list[dict]:
-    """Distinct held-out problems: ``id``, ``problem``, ``answer``."""
-    return [{"id": f"builtin-test-{i:05d}", "problem": problem_text(ops), "answer": str(sum(ops))}
-            for i, ops in enumerate(_test_operands(num_problems, seed, max_operands,
-                                                   max_digits))]
+                  max_digits: int = 3, split: str = "test") -> list[dict]:
+    """Distinct held-out problems of a split: ``id``, ``problem``, ``answer``."""
+    return [{"id": f"builtin-{split}-{i:05d}", "problem": problem_text(ops),
+             "answer": str(sum(ops))}
+            for i, ops in enumerate(held_out_operands(num_problems, seed, split, max_operands,
+                                                      max_digits))]
 
 
 def generate_test_pairs(num_problems: int, seed: int = 0, max_operands: int = 3,
@@ -226,7 +257,8 @@ def generate_test_pairs(num_problems: int, seed: int = 0, max_operands: int = 3,
     incorrect traces of unseen problems (``tokenized.load_pairs`` reads them)."""
     rng = random.Random(f"test-pairs-{seed}")
     rows = []
-    for i, ops in enumerate(_test_operands(num_problems, seed, max_operands, max_digits)):
+    for i, ops in enumerate(held_out_operands(num_problems, seed, "test", max_operands,
+                                              max_digits)):
         mistake = rng.choice(possible_mistakes(ops))
         rows.append({"id": f"builtin-test-{i:05d}", "prompt": _user(problem_text(ops)),
                      "chosen": _assistant(render_trace(solve(ops))),
@@ -241,18 +273,41 @@ def _write_jsonl(path: Path, rows) -> Path:
     return path
 
 
-def write_task(output_dir: str | Path, num_problems: int, num_test: int, seed: int = 0,
-               **task_options) -> dict[str, Path]:
-    """Write the task into output_dir: ``raw.jsonl`` (training rows, OpenR1 schema),
-    ``test.jsonl`` (held-out problems) and ``test_pairs.jsonl`` (held-out pairs); returns
-    their paths under the keys "raw", "test", "test_pairs"."""
+TEACHER_ROWS = Path(__file__).parent / "builtin-teacher.jsonl.gz"
+BASE_MODEL = Path(__file__).parent / "builtin-base"  # the student's starting point
+
+
+def teacher_rows(num_problems: int, path: str | Path = TEACHER_ROWS) -> list[dict]:
+    """The first ``num_problems`` rows sampled from the teacher model (shipped with the
+    package; ``python -m redi.demo.teacher`` regenerates them)."""
+    with gzip.open(path, "rt") as f:
+        rows = [json.loads(line) for line, _ in zip(f, range(num_problems))]
+    if len(rows) < num_problems:
+        raise ValueError(f"{path} holds {len(rows)} teacher rows, fewer than the "
+                         f"{num_problems} asked for")
+    return rows
+
+
+def write_task(output_dir: str | Path, num_problems: int = DEFAULT_PROBLEMS,
+               num_test: int = DEFAULT_TEST, seed: int = 0, task: str = DEFAULT_TASK,
+               num_validation: int = DEFAULT_VALIDATION, **task_options) -> dict[str, Path]:
+    """Write the task into output_dir: ``raw.jsonl`` (training rows, OpenR1 schema: the
+    teacher model's samples for task "teacher", injected slips for task "slips"),
+    ``test.jsonl`` and ``validation.jsonl`` (held-out problems) and ``test_pairs.jsonl``
+    (held-out pairs); returns their paths under "raw", "test", "validation", "test_pairs"."""
+    if task not in TASKS:
+        raise ValueError(f"unknown built-in task {task!r}; choose one of {', '.join(TASKS)}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     sizes = {k: v for k, v in task_options.items() if k in ("max_operands", "max_digits")}
+    rows = (teacher_rows(num_problems) if task == "teacher"
+            else generate_rows(num_problems, seed, **task_options))
     return {
-        "raw": _write_jsonl(output_dir / "raw.jsonl",
-                            generate_rows(num_problems, seed, **task_options)),
+        "raw": _write_jsonl(output_dir / "raw.jsonl", rows),
         "test": _write_jsonl(output_dir / "test.jsonl", generate_test(num_test, seed, **sizes)),
+        "validation": _write_jsonl(output_dir / "validation.jsonl",
+                                   generate_test(num_validation, seed, split="validation",
+                                                 **sizes)),
         "test_pairs": _write_jsonl(output_dir / "test_pairs.jsonl",
                                    generate_test_pairs(num_test, seed, **sizes)),
     }
@@ -262,3 +317,9 @@ def check_answer(completion: str, answer: str) -> bool:
     """Whether the completion's last boxed answer equals the reference answer: the exact
     grader of ``redi.eval.is_correct``, the one the evaluation of this task uses."""
     return is_correct(completion, answer, grader="exact")
+
+
+def verify(trace: str, answer: str) -> bool:
+    """The task's verifier: the verdict written into every row's ``correctness`` (the one
+    place a teacher sample is judged)."""
+    return check_answer(trace, answer)

@@ -2,7 +2,8 @@
 generate the built-in task and prepare it.
 
     redi prepare --input PATH --output-dir DIR [--tokenizer DIR] [--skip-invalid] [...]
-    redi prepare --builtin --output-dir DIR [--num-problems N] [--num-test M] [--task-seed S]
+    redi prepare --builtin --output-dir DIR [--task teacher|slips] [--num-problems N]
+        [--num-test M] [--task-seed S]
 
 Bad input prints one line naming the file, row and field, and exits with status 2.
 """
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from redi.cli_options import add_option, add_output_dir
-from redi.data import openr1
+from redi.data import builtin_task, openr1
 from redi.data.errors import DataError
 from redi.data.formatting import TEMPLATES
 from redi.data.validation import FORMATS
@@ -61,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "default 19000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     task = parser.add_argument_group("built-in task (with --builtin)")
-    task.add_argument("--num-problems", type=int, default=20_000)
-    task.add_argument("--num-test", type=int, default=500)
+    task.add_argument("--task", choices=builtin_task.TASKS, default=builtin_task.DEFAULT_TASK,
+                      help="teacher: the teacher model's verified samples (shipped); slips: "
+                           "correct traces with injected slips")
+    task.add_argument("--num-problems", type=int, default=builtin_task.DEFAULT_PROBLEMS)
+    task.add_argument("--num-test", type=int, default=builtin_task.DEFAULT_TEST)
     task.add_argument("--task-seed", type=int, default=0)
     task.add_argument("--generations", type=int, default=4, help="teacher traces per problem")
     task.add_argument("--max-digits", type=int, default=3)
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.builtin:
             stats = prepare_builtin_task(
                 args.output_dir, formatter, args.num_problems, args.num_test, args.task_seed,
-                options, generations=args.generations, max_digits=args.max_digits,
+                options, task=args.task, generations=args.generations, max_digits=args.max_digits,
                 max_operands=args.max_operands)
         else:
             stats = prepare(args.input, args.output_dir, formatter, options)

@@ -374,15 +374,19 @@ def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter
     return stats
 
 
-def prepare_builtin_task(output_dir: str | Path, formatter: Formatter, num_problems: int = 20_000,
-                         num_test: int = 500, seed: int = 0,
-                         options: PrepareOptions = PrepareOptions(), **task_options) -> dict:
+def prepare_builtin_task(output_dir: str | Path, formatter: Formatter,
+                         num_problems: int | None = None, num_test: int | None = None,
+                         seed: int = 0, options: PrepareOptions = PrepareOptions(),
+                         **task_options) -> dict:
     """Generate the built-in task into output_dir (``raw.jsonl``, ``test.jsonl``,
-    ``test_pairs.jsonl``; see ``builtin_task.write_task``) and prepare it (``sft.jsonl``,
-    ``pairs.jsonl``, ``stats.json``). Returns the statistics."""
-    from redi.data.builtin_task import write_task
+    ``validation.jsonl``, ``test_pairs.jsonl``; see ``builtin_task.write_task``; sizes
+    default to ``builtin_task.DEFAULT_PROBLEMS`` / ``DEFAULT_TEST``) and prepare it
+    (``sft.jsonl``, ``pairs.jsonl``, ``stats.json``). Returns the statistics."""
+    from redi.data import builtin_task
 
-    paths = write_task(output_dir, num_problems, num_test, seed, **task_options)
+    paths = builtin_task.write_task(
+        output_dir, num_problems or builtin_task.DEFAULT_PROBLEMS,
+        num_test or builtin_task.DEFAULT_TEST, seed, **task_options)
     # the generator may draw a problem twice, each time with its own traces: both are kept
     options = dataclasses.replace(options, drop_duplicate_problems=False)
     return prepare(paths["raw"], output_dir, formatter, options)

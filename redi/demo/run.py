@@ -1,18 +1,31 @@
-"""``redi demo`` (``make demo``): the main job on the embedded default, end to end on CPU.
+"""``redi demo`` (``make demo``): does Stage 2 on (correct, incorrect) teacher traces add
+accuracy beyond more SFT on the correct traces? The paper's claim, tested at toy scale.
 
-1. the built-in task (``OUT/data``): training rows, held-out problems and held-out pairs;
-2. Stage 1: SFT of a tiny Qwen2 from scratch (``recipes/tiny_sft.yaml``);
-3. Stage 2 from that checkpoint: REDI (``recipes/tiny_redi.yaml``), and with ``--compare``
-   DPO and SimPO at their paper-analogue settings;
-4. evaluation on the held-out split: pass@1 (k samples, temperature 0.6, with its standard
-   error) and pass@k, plus the held-out length-normalized log-probs of the teacher's
-   correct and incorrect traces; greedy accuracy at every Stage-2 checkpoint;
-5. a table shaped like the paper's Table 2 (``OUT/results.md``, ``OUT/results.json``) and
-   the Stage-2 curves (``OUT/stage2_curves.png``).
+1. Data (``OUT/data``): the built-in task (``--task teacher``, the default: a small teacher
+   model's own samples, verified; ``--task slips``: correct traces with injected slips, the
+   contrast case), with disjoint train, validation and test problems.
+2. Stage 1, per seed: SFT of a tiny Qwen2 from scratch on the correct traces
+   (``recipes/tiny_sft.yaml``) for ``stage1_epochs``; validation greedy accuracy at evenly
+   spaced checkpoints; Stage 1 has plateaued when the last ``PLATEAU_POINTS`` of them lie
+   within ``PLATEAU_TOLERANCE`` of each other (the rule's verdict is written to results).
+3. Stage 2, from that one checkpoint: ``sft_continued`` (REDI with alpha 0: SFT on the
+   pairs' correct traces, same pairs, steps and batch), ``redi`` (alpha 0.8), and with
+   ``--compare`` ``redi_symmetric`` (alpha 1), ``dpo``, ``simpo``; recipes
+   ``recipes/tiny_<method>.yaml``.
+4. Learning rates: ``--full`` (or ``--sweep``) trains every Stage-2 method at every value of
+   a fixed grid and picks, per method, the value with the best mean validation greedy
+   accuracy of the final model over seeds (ties: the smaller rate). The rule was fixed
+   before any test figure was seen; the test split is only used for the final table.
+   Without a sweep, the rates committed in the recipes (the last sweep's choice) are used.
+5. Test: pass@1 over k samples (temperature 0.6) with its standard error over problems,
+   per seed and mean (spread over seeds); the headline is the paired difference REDI minus
+   continued SFT (``redi.demo.stats``); curves: validation greedy accuracy at each Stage-2
+   checkpoint of the chosen runs.
+6. ``OUT/results.json`` / ``results.md`` / ``stage2_curves.png``; ``--full`` copies them to
+   ``docs/demo/``.
 
-Every step skips what a previous run finished (trainers resume from their checkpoints,
-evaluations from their samples), so rerunning the command picks up where it stopped.
-With several seeds, the table gives the mean and the spread (sample std) over seeds.
+Every piece skips what a previous run finished (data, Stage 1, each sweep point, each
+evaluation's samples), so rerunning the same command picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -20,30 +33,46 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
-import statistics
+import shutil
+import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from redi.data import builtin_task
+from redi.demo import stats
+
 RECIPES = importlib.resources.files("redi.recipes")
-METHODS = ("redi", "dpo", "simpo")
+METHODS = ("sft", "sft_continued", "redi", "redi_symmetric", "dpo", "simpo")
+BASIC = ("sft_continued", "redi")  # Stage-2 methods of a plain `make demo`
+LR_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+PLATEAU_POINTS = 3
+PLATEAU_TOLERANCE = 0.02
+TEST_TEMPERATURE = 0.6
+LABELS = {"sft": "SFT only (Stage 1)", "sft_continued": "continued SFT (alpha 0)",
+          "redi": "REDI (alpha 0.8)", "redi_symmetric": "symmetric REDI (alpha 1)",
+          "dpo": "DPO", "simpo": "SimPO"}
+COLORS = {"sft_continued": "tab:gray", "redi": "tab:red", "redi_symmetric": "tab:orange",
+          "dpo": "tab:blue", "simpo": "tab:green"}
 
 
 @dataclass(frozen=True)
 class DemoSize:
-    problems: int  # built-in task problems for training (4 teacher traces each)
-    test: int  # held-out problems (and held-out pairs)
-    sft_steps: int
-    stage2_epochs: float
-    samples: int  # k for the final evaluation
-    curve_problems: int  # held-out problems for the greedy accuracy curve
+    problems: int = builtin_task.DEFAULT_PROBLEMS  # training problems (teacher rows)
+    validation: int = builtin_task.DEFAULT_VALIDATION
+    test: int = builtin_task.DEFAULT_TEST
+    stage1_epochs: float = 3.0
+    stage1_points: int = 4  # validation checkpoints over Stage 1 (the plateau rule)
+    stage2_epochs: float = 1.0
+    stage2_points: int = 3  # checkpoints over Stage 2 (the curves)
+    samples: int = 4  # k for the test table
     max_new_tokens: int = 160
 
 
-FULL = DemoSize(problems=12000, test=400, sft_steps=500, stage2_epochs=1.0, samples=4,
-                curve_problems=200)
-QUICK = DemoSize(problems=400, test=24, sft_steps=6, stage2_epochs=1.0, samples=2,
-                 curve_problems=8, max_new_tokens=48)
+FULL = DemoSize()
+QUICK = DemoSize(problems=200, validation=8, test=8, stage1_epochs=1.0, stage1_points=2,
+                 stage2_epochs=0.5, stage2_points=2, samples=2, max_new_tokens=48)
 
 
 def _train(recipe: str, overrides: list[str]) -> Path:
@@ -53,177 +82,338 @@ def _train(recipe: str, overrides: list[str]) -> Path:
     return train(build_config(RECIPES / recipe, overrides))
 
 
-def _export_curve_points(run: Path) -> list[tuple[int, Path]]:
-    """Each Stage-2 checkpoint as a HF directory (exported once), by step."""
+def recipe_value(method: str, key: str):
+    """A value of the method's committed recipe (e.g. the chosen learning rate)."""
+    from redi.train.config import build_config
+
+    return getattr(build_config(RECIPES / f"tiny_{method}.yaml"), key)
+
+
+def _done(run: Path) -> bool:
+    return (run / "final" / "config.json").is_file()
+
+
+def _save_every(data: Path, kind: str, epochs: float, batch: int, points: int) -> int:
+    rows = sum(1 for _ in (data / f"{kind}.jsonl").open())
+    return max(1, int(rows * epochs) // batch // points)
+
+
+class Evaluator:
+    """Greedy validation accuracy and sampled test pass@1 (each resumable in its folder)."""
+
+    def __init__(self, data: Path, size: DemoSize):
+        self.data, self.size = data, size
+
+    def _run(self, model_dir: Path, split: str, out: Path, samples: int,
+             temperature: float) -> dict:
+        from redi.eval.generation import SamplingSettings
+        from redi.eval.runner import EvalOptions, evaluate
+
+        options = EvalOptions(samples=samples, prompt_style="plain", batch_size=100,
+                              sampling=SamplingSettings(
+                                  temperature=temperature,
+                                  max_new_tokens=self.size.max_new_tokens))
+        summary = out / "summary.json"
+        if summary.is_file():
+            return json.loads(summary.read_text())
+        return evaluate(str(model_dir), str(self.data / f"{split}.jsonl"), str(out), "builtin",
+                        options, progress=False)
+
+    def validation(self, model_dir: Path, out: Path) -> float:
+        return self._run(model_dir, "validation", out, 1, 0.0)["pass@1"]
+
+    def test(self, model_dir: Path, out: Path) -> list[float]:
+        self._run(model_dir, "test", out, self.size.samples, TEST_TEMPERATURE)
+        ids = [json.loads(line)["id"] for line in (self.data / "test.jsonl").open()]
+        return stats.per_problem_scores(out / "samples.jsonl", ids, self.size.samples)
+
+
+def checkpoint_curve(run: Path, evaluator: Evaluator) -> list[tuple[int, float]]:
+    """Validation greedy accuracy at each saved checkpoint of a finished run (the last
+    checkpoint is the final model, evaluated as ``run/final``)."""
     from redi.train.checkpoint import list_checkpoints
     from redi.train.export import export_checkpoint
 
+    checkpoints = list_checkpoints(run)
     points = []
-    for checkpoint in list_checkpoints(run):
+    for checkpoint in checkpoints[:-1]:
         step = int(checkpoint.name.split("_")[1])
         model_dir = run / "curve" / f"step_{step:08d}"
         if not (model_dir / "config.json").is_file():
             export_checkpoint(checkpoint, model_dir)
-        points.append((step, model_dir))
-    return points
+        points.append((step, evaluator.validation(model_dir, run / "curve_eval" / str(step))))
+    last = int(checkpoints[-1].name.split("_")[1])
+    return [*points, (last, evaluator.validation(run / "final", run / "val_eval"))]
 
 
-def _accuracy(model_dir: Path, data: Path, out: Path, size: DemoSize, samples: int,
-              temperature: float, limit: int | None) -> dict:
-    from redi.eval.generation import SamplingSettings
-    from redi.eval.runner import EvalOptions, evaluate
+def stage1(root: Path, data: Path, seed: int, size: DemoSize, evaluator: Evaluator) -> dict:
+    """Train (or finish) Stage 1; its validation curve and the plateau verdict."""
+    run = root / "sft"
+    if not _done(run):
+        batch = recipe_value("sft", "global_batch_size")
+        every = _save_every(data, "sft", size.stage1_epochs, batch, size.stage1_points)
+        _train("tiny_sft.yaml", [f"data={data}", f"init_from={builtin_task.BASE_MODEL}",
+                                 f"seed={seed}", "resume=auto",
+                                 "progress=false", f"output_dir={run}",
+                                 f"epochs={size.stage1_epochs}", f"save_every={every}",
+                                 "keep_last=1000"])
+    curve = checkpoint_curve(run, evaluator)
+    last = [acc for _, acc in curve[-PLATEAU_POINTS:]]
+    return {"curve": curve, "plateau": len(last) == PLATEAU_POINTS and
+            max(last) - min(last) <= PLATEAU_TOLERANCE}
 
-    options = EvalOptions(samples=samples, prompt_style="plain", batch_size=64, limit=limit,
-                          sampling=SamplingSettings(temperature=temperature,
-                                                    max_new_tokens=size.max_new_tokens))
-    return evaluate(str(model_dir), str(data / "test.jsonl"), str(out), "builtin", options,
-                    progress=False)
+
+def stage2(root: Path, data: Path, seed: int, method: str, lr: float, size: DemoSize) -> Path:
+    """Train (or finish) one Stage-2 run from the seed's Stage-1 model; its folder."""
+    run = root / method / f"lr{lr:g}"
+    if not _done(run):
+        batch = recipe_value(method, "global_batch_size")
+        every = _save_every(data, "pairs", size.stage2_epochs, batch, size.stage2_points)
+        _train(f"tiny_{method}.yaml", [
+            f"data={data}", f"seed={seed}", "resume=auto", "progress=false",
+            f"output_dir={run}", f"init_from={root / 'sft' / 'final'}", f"lr={lr}",
+            f"epochs={size.stage2_epochs}", f"save_every={every}", "keep_last=1000"])
+    return run
 
 
-def run_seed(out: Path, data: Path, seed: int, methods: tuple[str, ...],
-             size: DemoSize) -> dict:
-    from redi.eval.logprobs import pair_logprob_margins
+def choose_lrs(sweep: dict[str, dict[float, list[float]]]) -> dict[str, float]:
+    """Per method, the rate with the best mean validation accuracy (ties: the smaller)."""
+    return {m: max(sorted(points), key=lambda lr: sum(points[lr]) / len(points[lr]))
+            for m, points in sweep.items()}
 
-    root = out / f"seed{seed}"
-    common = [f"data={data}", f"seed={seed}", "resume=auto", "progress=true"]
-    sft = root / "sft"
-    if not (sft / "final" / "config.json").is_file():
-        _train("tiny_sft.yaml", [*common, f"output_dir={sft}", f"max_steps={size.sft_steps}"])
-    models = {"sft": sft / "final"}
-    for method in methods:
-        run = root / method
-        if not (run / "final" / "config.json").is_file():
-            _train(f"tiny_{method}.yaml", [*common, f"output_dir={run}",
-                                           f"init_from={sft / 'final'}",
-                                           f"epochs={size.stage2_epochs}", "keep_last=1000"])
-        models[method] = run / "final"
-    rows = {}
-    for name, model_dir in models.items():
-        result = _accuracy(model_dir, data, root / "eval" / name, size, size.samples, 0.6,
-                           None)
-        margins = pair_logprob_margins(model_dir, data / "test_pairs.jsonl")
-        rows[name] = {"pass@1": result["pass@1"], "pass@1_stderr": result["pass@1_stderr"],
-                      f"pass@{size.samples}": result["pass@k"][str(size.samples)],
-                      **{k: margins[k] for k in ("chosen_logps_avg", "rejected_logps_avg",
-                                                 "margin")}}
+
+def prepare_data(out: Path, task: str, size: DemoSize) -> Path:
+    from redi.data.formatting import Formatter
+    from redi.data.prepare import PrepareOptions, prepare_builtin_task
+    from redi.data.tokenizer import load_tokenizer
+
+    data = out / "data"
+    if not (data / "stats.json").is_file():  # written last by prepare
+        print(f"[demo] task {task!r}: {size.problems} training problems in {data}", flush=True)
+        prepare_builtin_task(data, Formatter(load_tokenizer()), size.problems, size.test,
+                             task=task, num_validation=size.validation,
+                             options=PrepareOptions(progress=False))
+    return data
+
+
+def teacher_summary(data: Path) -> dict:
+    rows = [json.loads(line) for line in (data / "raw.jsonl").open()]
+    from redi.demo.teacher import error_rates
+
+    written = json.loads((data / "stats.json").read_text())
+    return error_rates(rows) | {"sft_rows": written["sft"]["written"],
+                                "pairs": written["pairs"]["written"]}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], size: DemoSize,
+             task: str = builtin_task.DEFAULT_TASK, grid: tuple[float, ...] | None = None,
+             sweep_seeds: int = 1, compare_seeds: int | None = None,
+             command: str = "redi demo") -> dict:
+    """The whole job (module docstring); returns the results dict also written to OUT."""
+    from transformers.utils import logging as hf_logging
+
+    from redi.files import atomic_write_text
+
+    hf_logging.disable_progress_bar()  # dozens of model loads and saves: keep the log readable
+    started = time.perf_counter()
+    out = Path(output)
+    data = prepare_data(out, task, size)
+    evaluator = Evaluator(data, size)
+    stage2_methods = [m for m in METHODS[1:] if m in methods]
+    seeds_of = {m: seeds if m in ("sft", *BASIC) or compare_seeds is None
+                else seeds[:compare_seeds] for m in ("sft", *stage2_methods)}
+    grids = {m: list(grid) if grid else [recipe_value(m, "lr")] for m in stage2_methods}
+    sweep_seeds = seeds[:sweep_seeds] if grid else []
+    first, sweep = {}, {m: {lr: [] for lr in grids[m]} for m in stage2_methods}
+    for seed in sweep_seeds:  # every grid point, on validation
+        root = out / f"seed{seed}"
+        print(f"[demo] seed {seed}: Stage 1", flush=True)
+        first[seed] = stage1(root, data, seed, size, evaluator)
+        for method in stage2_methods:
+            for lr in grids[method]:
+                print(f"[demo] seed {seed}: Stage 2 {method} lr {lr:g} (sweep)", flush=True)
+                run = stage2(root, data, seed, method, lr, size)
+                sweep[method][lr].append(evaluator.validation(run / "final", run / "val_eval"))
+    chosen = choose_lrs(sweep) if sweep_seeds else {m: grids[m][0] for m in stage2_methods}
+    for seed in seeds[len(sweep_seeds):]:  # the chosen rates only
+        root = out / f"seed{seed}"
+        print(f"[demo] seed {seed}: Stage 1", flush=True)
+        first[seed] = stage1(root, data, seed, size, evaluator)
+        for method in (m for m in stage2_methods if seed in seeds_of[m]):
+            print(f"[demo] seed {seed}: Stage 2 {method} lr {chosen[method]:g}", flush=True)
+            stage2(root, data, seed, method, chosen[method], size)
+    print("[demo] test evaluation and curves", flush=True)
+    scores = {"sft": [evaluator.test(out / f"seed{s}" / "sft" / "final",
+                                     out / f"seed{s}" / "sft" / "test_eval") for s in seeds]}
     curves = {}
-    start = _accuracy(models["sft"], data, root / "curve_eval" / "sft", size, 1, 0.0,
-                      size.curve_problems)
-    for method in methods:
-        points = [(0, start["pass@1"])]
-        for step, model_dir in _export_curve_points(root / method):
-            result = _accuracy(model_dir, data, root / "curve_eval" / method / str(step),
-                               size, 1, 0.0, size.curve_problems)
-            points.append((step, result["pass@1"]))
-        curves[method] = points
-    return {"rows": rows, "curves": curves}
+    for method in stage2_methods:
+        runs = [out / f"seed{s}" / method / f"lr{chosen[method]:g}" for s in seeds_of[method]]
+        scores[method] = [evaluator.test(r / "final", r / "test_eval") for r in runs]
+        curves[method] = [[(0, first[s]["curve"][-1][1]), *checkpoint_curve(r, evaluator)]
+                          for s, r in zip(seeds_of[method], runs, strict=True)]
+    results = {
+        "task": task, "seeds": seeds, "command": command, "commit": _commit(),
+        "size": asdict(size), "teacher": teacher_summary(data),
+        "methods": {m: _method_entry(m, chosen.get(m), scores[m], seeds_of[m]) for m in scores},
+        "sweep": {m: {f"{lr:g}": v for lr, v in points.items()} for m, points in sweep.items()
+                  if sweep_seeds},
+        "selection": {"rule": "per Stage-2 method, the learning rate with the best mean "
+                              "validation greedy accuracy (final model) over the sweep seeds; "
+                              "ties: the smaller rate; test never used",
+                      "grid": list(grid) if grid else None, "sweep_seeds": sweep_seeds,
+                      "chosen": chosen, "validation_problems": size.validation},
+        "stage1": {str(s): first[s] | {"rule": f"last {PLATEAU_POINTS} validation points "
+                                                f"within {PLATEAU_TOLERANCE:.0%}"}
+                   for s in seeds},
+        "curves": {m: {str(s): c for s, c in zip(seeds_of[m], cs, strict=True)}
+                   for m, cs in curves.items()},
+        "paired": {f"redi_minus_{m}": stats.paired_difference(scores["redi"][:len(scores[m])],
+                                                              scores[m]) | {"seeds": seeds_of[m]}
+                   for m in scores if m != "redi" and "redi" in scores},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    table = results_table(results)
+    atomic_write_text(out / "results.md", table + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
+    plot = plot_curves(out / "stage2_curves.png", results)
+    print(f"\n{table}\n\nwrote {out / 'results.md'}, {out / 'results.json'}, {plot}", flush=True)
+    return results
 
 
-def _mean_spread(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _method_entry(method: str, lr: float | None, scores: list[list[float]],
+                  seeds: list[int]) -> dict:
+    alpha = ({"sft_continued": 0.0, "redi": 0.8, "redi_symmetric": 1.0}.get(method)
+             if method != "sft" else None)
+    per_seed = [stats.mean_se(s) for s in scores]
+    mean, spread = stats.mean_spread([p for p, _ in per_seed])
+    return {"lr": lr, "alpha": alpha, "seeds": seeds, "pass1": [p for p, _ in per_seed],
+            "pass1_se": [se for _, se in per_seed], "mean": mean, "spread": spread}
 
 
-def results_table(per_seed: dict[int, dict], samples: int) -> str:
-    """Markdown table: per model, mean (spread over seeds) of each column, in percent for
-    accuracies."""
-    seeds = sorted(per_seed)
-    names = {"sft": "SFT only", "redi": "REDI (alpha 0.8)", "dpo": "DPO", "simpo": "SimPO"}
-    header = ["model", "held-out pass@1 %", f"pass@{samples} %", "chosen logp/tok",
-              "rejected logp/tok", "margin"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in per_seed[seeds[0]]["rows"]:
-        cells = [names[name]]
-        for key, scale in (("pass@1", 100), (f"pass@{samples}", 100),
-                           ("chosen_logps_avg", 1), ("rejected_logps_avg", 1), ("margin", 1)):
-            mean, spread = _mean_spread([per_seed[s]["rows"][name][key] * scale for s in seeds])
-            cells.append(f"{mean:.1f} ± {spread:.1f}" if scale == 100 else
-                         f"{mean:.3f} ± {spread:.3f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    stderr = {name: statistics.fmean(per_seed[s]["rows"][name]["pass@1_stderr"] * 100
-                                     for s in seeds) for name in per_seed[seeds[0]]["rows"]}
-    note = ", ".join(f"{names[n]} {v:.1f}" for n, v in stderr.items())
-    return "\n".join(lines) + (f"\n\n{len(seeds)} seed(s): {seeds}; ± is the spread over seeds "
-                               f"(0 with one seed). Mean standard error of pass@1 over the "
-                               f"{samples} samples: {note}.")
+def results_table(results: dict) -> str:
+    """Markdown: the test table (percent), the headline paired differences, the sweep."""
+    seeds = results["seeds"]
+    lines = ["| model | lr | test pass@1 % (mean ± spread over seeds) | per seed (± SE) | seeds |",
+             "|---|---|---|---|---|"]
+    for name, m in results["methods"].items():
+        per_seed = ", ".join(f"{100 * p:.1f} ± {100 * se:.1f}"
+                             for p, se in zip(m["pass1"], m["pass1_se"], strict=True))
+        lr = f"{m['lr']:g}" if m["lr"] is not None else "-"
+        lines.append(f"| {LABELS[name]} | {lr} | {100 * m['mean']:.1f} ± "
+                     f"{100 * m['spread']:.1f} | {per_seed} | {m['seeds']} |")
+    lines += ["", "| paired difference (test) | diff (points) | SE | beyond 2 SE? | seeds |",
+              "|---|---|---|---|---|"]
+    for name, p in results["paired"].items():
+        lines.append(f"| {name.replace('_minus_', ' − ')} | {100 * p['diff']:+.2f} | "
+                     f"{100 * p['se']:.2f} | {'yes' if p['called'] else 'no'} | "
+                     f"{p['seeds']} |")
+    if results["sweep"]:
+        rates = list(next(iter(results["sweep"].values())))
+        lines += ["", "| validation greedy accuracy % (sweep) | " +
+                  " | ".join(f"lr {lr}" for lr in rates) + " |", "|---|" + "---|" * len(rates)]
+        for name, points in results["sweep"].items():
+            cells = [" / ".join(f"{100 * v:.1f}" for v in points[lr]) for lr in rates]
+            lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'}"
+                         for s, v in results["stage1"].items())
+    lines += ["", f"Task {results['task']!r}, seeds {seeds}, k = {results['size']['samples']} "
+              f"test samples per problem at temperature {TEST_TEMPERATURE} on "
+              f"{results['size']['test']} problems; SE over problems; sweep cells: one value "
+              f"per seed on {results['size']['validation']} validation problems; chosen "
+              f"rates: {results['selection']['chosen']}. Stage-1 plateau "
+              f"({results['stage1'][str(seeds[0])]['rule']}): {plateaus}. "
+              f"Teacher data: {results['teacher']}."]
+    return "\n".join(lines)
 
 
-def plot_curves(out: Path, per_seed: dict[int, dict], methods: tuple[str, ...]) -> Path:
+def plot_curves(path: Path, results: dict) -> Path:
+    """One figure: validation greedy accuracy vs Stage-2 step, every method and seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    colors = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:green")))
-    for seed, result in sorted(per_seed.items()):
-        for method in methods:
-            records = [json.loads(x) for x in
-                       (out / f"seed{seed}" / method / "metrics.jsonl").open()]
-            last = {r["step"]: r for r in records}
-            steps = sorted(last)
-            label = f"{method} seed {seed}"
-            axes[0].plot(steps, [last[s]["loss"] for s in steps], color=colors[method],
-                         label=label, alpha=0.8)
-            axes[1].plot(steps, [last[s]["chosen_logps_avg"] for s in steps],
-                         color=colors[method], label=f"{label} chosen")
-            axes[1].plot(steps, [last[s]["rejected_logps_avg"] for s in steps],
-                         color=colors[method], linestyle="--", label=f"{label} rejected")
-            xs, ys = zip(*result["curves"][method])
-            axes[2].plot(xs, [100 * y for y in ys], marker="o", color=colors[method],
-                         label=label)
-    titles = ("Stage-2 loss", "train log-prob per token (chosen —, rejected --)",
-              "held-out greedy accuracy %")
-    for ax, title in zip(axes, titles):
-        ax.set_title(title)
-        ax.set_xlabel("Stage-2 step")
-        ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, per_seed in results["curves"].items():
+        for i, points in enumerate(per_seed.values()):
+            xs, ys = zip(*points, strict=True)
+            lr = results["methods"][method]["lr"]
+            ax.plot(xs, [100 * y for y in ys], marker="o", color=COLORS[method], alpha=0.8,
+                    label=f"{LABELS[method]}, lr {lr:g}" if i == 0 else None)
+    ax.set_xlabel("Stage-2 step")
+    ax.set_ylabel("validation greedy accuracy %")
+    ax.set_title(f"task {results['task']!r}, seeds {results['seeds']} (step 0: Stage 1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "stage2_curves.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def run_demo(output: str | Path, seeds: list[int], compare: bool, size: DemoSize) -> dict:
-    from transformers.utils import logging as hf_logging
+def _grid(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of numbers: {text!r}") from None
+    if any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every learning rate must be > 0: {text!r}")
+    return values
 
-    from redi.data.formatting import Formatter
-    from redi.data.prepare import PrepareOptions, prepare_builtin_task
-    from redi.data.tokenizer import load_tokenizer
-    from redi.files import atomic_write_text
 
-    hf_logging.disable_progress_bar()  # dozens of model loads and saves: keep the log readable
-    out = Path(output)
-    data = out / "data"
-    if not (data / "stats.json").is_file():  # written last by prepare
-        print(f"[demo] generating the built-in task ({size.problems} problems) in {data}")
-        prepare_builtin_task(data, Formatter(load_tokenizer()), size.problems, size.test,
-                             options=PrepareOptions(progress=False))
-    methods = METHODS if compare else ("redi",)
-    per_seed = {}
-    for seed in seeds:
-        print(f"[demo] seed {seed}: Stage 1 (SFT), Stage 2 ({', '.join(methods)}), evaluation")
-        per_seed[seed] = run_seed(out, data, seed, methods, size)
-    table = results_table(per_seed, size.samples)
-    atomic_write_text(out / "results.md", table + "\n")
-    atomic_write_text(out / "results.json", json.dumps(per_seed, indent=1))
-    plot = plot_curves(out, per_seed, methods)
-    print(f"\n{table}\n\nwrote {out / 'results.md'}, {out / 'results.json'}, {plot}")
-    return per_seed
+def _seeds(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="redi demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", default="runs/demo", help="the one output directory")
+    parser.add_argument("--output", default=None, help="the one output directory "
+                        "(default runs/demo, runs/demo-full with --full)")
+    parser.add_argument("--task", default=builtin_task.DEFAULT_TASK,
+                        help=f"built-in task: {', '.join(builtin_task.TASKS)}")
     parser.add_argument("--compare", action="store_true",
-                        help="also train DPO and SimPO from the same SFT checkpoint")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
+                        help="also symmetric REDI, DPO and SimPO from the same Stage 1")
+    parser.add_argument("--sweep", action="store_true",
+                        help="choose each Stage-2 learning rate from --grid on validation")
+    parser.add_argument("--grid", type=_grid, default=LR_GRID,
+                        help="learning rates of the sweep (comma-separated, each > 0)")
+    parser.add_argument("--seeds", type=_seeds, default=None, help="number of seeds (>= 1)")
+    parser.add_argument("--compare-seeds", type=_seeds, default=None,
+                        help="run symmetric REDI, DPO and SimPO on the first N seeds only")
+    parser.add_argument("--full", action="store_true", help="the documented experiment: "
+                        "--compare --sweep over 3 seeds; rewrites docs/demo/")
     parser.add_argument("--quick", action="store_true",
                         help="a scaled-down run (seconds, not minutes): checks the pipeline")
     args = parser.parse_args(argv)
-    run_demo(args.output, list(range(args.seeds)), args.compare,
-             QUICK if args.quick else FULL)
+    if args.task not in builtin_task.TASKS:
+        parser.error(f"unknown --task {args.task!r}; choose one of "
+                     f"{', '.join(builtin_task.TASKS)}")
+    seeds = args.seeds or (3 if args.full else 1)
+    output = Path(args.output or ("runs/demo-full" if args.full else "runs/demo"))
+    methods = METHODS if args.compare or args.full else ("sft", *BASIC)
+    size = QUICK if args.quick else FULL
+    command = "redi demo " + " ".join(argv)
+    run_demo(output, list(range(seeds)), methods, size, args.task,
+             args.grid if args.sweep or args.full else None,
+             compare_seeds=args.compare_seeds, command=command.strip())
+    if args.full:
+        docs = Path("docs/demo")
+        docs.mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "results.md", "stage2_curves.png"):
+            shutil.copyfile(output / name, docs / name)
+        print(f"copied the results to {docs}/")
     return 0
 
 

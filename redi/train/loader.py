@@ -34,9 +34,6 @@ from redi.train.distributed import Distributed, all_sum
 from redi.train.model_spec import check_positions, check_vocabulary, hf_config
 from redi.train.modeling import flash_attn_available
 
-BUILTIN_PROBLEMS = 6000  # built-in task size for data=builtin (see redi.data.builtin_task)
-BUILTIN_TEST = 500
-
 
 def tokenizer_source(config: TrainConfig) -> str | None:
     if config.tokenizer:
@@ -148,8 +145,8 @@ class TrainData:
             return Path(self.config.data)
         directory = Path(self.config.output_dir) / "data"
         if self.env.is_main and not (directory / "pairs.jsonl").is_file():
-            prepare_builtin_task(directory, formatter, BUILTIN_PROBLEMS, BUILTIN_TEST,
-                                 options=PrepareOptions(progress=False))
+            # sizes: redi.data.builtin_task.DEFAULT_PROBLEMS / DEFAULT_TEST
+            prepare_builtin_task(directory, formatter, options=PrepareOptions(progress=False))
         dist.barrier()
         return directory
 

@@ -1,0 +1,208 @@
+"""The built-in teacher: a small model whose own verified-wrong samples are the negatives.
+
+The paper's negatives are DeepSeek-R1's samples that fail the answer check, not made-up
+mistakes. The built-in task is made the same way, at toy scale:
+
+1. a "teacher" (the tiny Qwen2 of ``recipes/tiny_teacher.yaml``, the student's
+   architecture) is trained on rule-generated *correct* column-addition traces of
+   ``rule_problems`` problems (``redi.data.builtin_task`` with ``column_error=0``) for a
+   short schedule, so it has learnt the format and most of the arithmetic but still slips;
+2. it is sampled several times per training problem at ``TeacherSettings.temperature``
+   (0.6, chosen so that about half the samples are wrong), from the same chat prompt the
+   student is trained and evaluated with;
+3. every sample is judged by the task's verifier (``builtin_task.verify``: the last
+   ``\\boxed{}`` against the sum) and the rows are written in the OpenR1-Math-Raw schema,
+   exactly what ``redi prepare`` takes from the real data set.
+
+Hypothesis (what the demo tests): the teacher's wrong samples are the mistakes a model of
+this kind actually makes (a carry dropped where the model's attention slips, a digit sum
+misread in long columns, a trace that stops early), concentrated on the steps the student
+also finds hard; the injected slips of task "slips" are uniform over possible mistakes and
+need not coincide with the student's own weak steps. If the negatives carry information,
+pushing their tokens down (REDI's alpha term) should help the student beyond what more SFT
+on the same correct traces gives.
+
+An earlier checkpoint of the same run (``base_checkpoint``) is the student's starting point,
+as the paper's student is a pretrained base model. The rows and the base ship with the
+package (``redi/data/builtin-teacher.jsonl.gz``, ``redi/data/builtin-base/``); regenerate
+them with ``python -m redi.demo.teacher`` (resumes an interrupted run from ``--work``). The
+shipped teacher run was trained in 4 data-parallel processes (``torchrun --nproc_per_node 4
+-m redi.cli sft --config recipes/tiny_teacher.yaml data=WORK/rules output_dir=WORK/model
+max_steps=400 save_every=100 keep_last=1000 micro_batch_size=16``, then this command with
+``--work WORK``); one process trains an equivalent, not bit-identical, teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.resources
+import json
+import math
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from redi.data import builtin_task
+
+RECIPES = importlib.resources.files("redi.recipes")
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    rule_problems: int = 20_000  # problems whose rule-generated correct trace it learns from
+    steps: int = 400  # the run's SFT schedule (linear decay to 0 at the end)
+    checkpoint: int = 400  # the teacher: this step's checkpoint of the run
+    base_checkpoint: int = 200  # the student's starting point: an earlier checkpoint
+    problems: int = builtin_task.DEFAULT_PROBLEMS  # training problems sampled
+    generations: int = 4  # samples per problem
+    temperature: float = 0.6
+    max_new_tokens: int = 160
+    seed: int = 0
+    batch_size: int = 256
+
+
+def train_teacher(work: Path, settings: TeacherSettings) -> Path:
+    """Train (or finish training) the teacher run in ``work``; exports its base and teacher
+    checkpoints to ``work/step_N``; returns the teacher's."""
+    from redi.data.formatting import Formatter
+    from redi.data.prepare import PrepareOptions, prepare_builtin_task
+    from redi.data.tokenizer import load_tokenizer
+    from redi.train.checkpoint import checkpoint_root
+    from redi.train.config import build_config
+    from redi.train.export import export_checkpoint
+    from redi.train.loop import train
+
+    rules = work / "rules"
+    if not (rules / "stats.json").is_file():  # sft.jsonl: the correct trace of each problem
+        prepare_builtin_task(rules, Formatter(load_tokenizer()), settings.rule_problems, 1,
+                             settings.seed + 1, PrepareOptions(progress=False), task="slips",
+                             column_error=0.0, generations=1, num_validation=1)
+    run = work / "model"
+    wanted = [checkpoint_root(run) / f"step_{step:08d}"
+              for step in (settings.base_checkpoint, settings.checkpoint)]
+    if not all(path.is_dir() for path in wanted):
+        train(build_config(RECIPES / "tiny_teacher.yaml", [
+            f"data={rules}", f"output_dir={run}", f"max_steps={settings.steps}",
+            f"seed={settings.seed}", "resume=auto", "progress=false",
+            f"save_every={math.gcd(settings.base_checkpoint, settings.checkpoint)}",
+            "keep_last=1000"]))
+    for path in wanted:
+        if not (work / path.name / "config.json").is_file():
+            export_checkpoint(path, work / path.name)
+    return work / wanted[1].name
+
+
+def _finished_lines(path: Path) -> list[str]:
+    """Complete lines of an interrupted samples file (a cut last line is dropped)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    return [line for line in lines if line.endswith("\n")]
+
+
+def sample_rows(model_dir: Path, samples_path: Path, settings: TeacherSettings) -> list[dict]:
+    """Sample ``settings.generations`` traces per training problem from the teacher, verify
+    them, and append the OpenR1 rows to ``samples_path`` (a rerun continues after the last
+    finished row). A sample's draw depends on its seed only, so reruns agree."""
+    from redi.data.formatting import THINK_PREFIX, Formatter
+    from redi.data.tokenizer import load_tokenizer
+    from redi.eval.generation import HFGenerator, SamplingSettings, sample_seed
+    from redi.files import atomic_write_text
+
+    operands = list(builtin_task.train_operands(settings.problems, settings.seed + 2))
+    done = _finished_lines(samples_path)
+    atomic_write_text(samples_path, "".join(done))
+    formatter = Formatter(load_tokenizer(str(model_dir)))
+    generator = HFGenerator(str(model_dir), settings.batch_size)
+    sampling = SamplingSettings(temperature=settings.temperature, top_p=1.0,
+                                max_new_tokens=settings.max_new_tokens)
+    per_batch = max(1, settings.batch_size // settings.generations)
+    with samples_path.open("a") as f:
+        for start in range(len(done), len(operands), per_batch):
+            chunk = list(enumerate(operands[start:start + per_batch], start))
+            prompts = [formatter.generation_prompt(builtin_task.problem_text(ops))
+                       for _, ops in chunk for _ in range(settings.generations)]
+            seeds = [sample_seed(settings.seed, f"teacher-{i}", j)
+                     for i, _ in chunk for j in range(settings.generations)]
+            texts = generator.generate(prompts, sampling, seeds, formatter.stop_token_ids)
+            for k, (i, ops) in enumerate(chunk):
+                traces = [THINK_PREFIX + t for t in
+                          texts[k * settings.generations:(k + 1) * settings.generations]]
+                row_uuid = str(uuid.UUID(int=sample_seed(settings.seed, f"uuid-{i}", 0)))
+                f.write(json.dumps(builtin_task.openr1_row(ops, traces, row_uuid)) + "\n")
+            f.flush()
+    return [json.loads(line) for line in samples_path.open()]
+
+
+def error_rates(rows: list[dict]) -> dict:
+    """Share of wrong samples, and of problems with at least one correct and one wrong."""
+    verdicts = [r["correctness"]["math_verify_answer"] for r in rows]
+    flat = [v for vs in verdicts for v in vs]
+    return {"problems": len(rows), "samples": len(flat),
+            "wrong_samples": round(1 - sum(flat) / len(flat), 4),
+            "mixed_problems": round(sum(any(v) and not all(v) for v in verdicts) / len(rows), 4),
+            "all_wrong_problems": round(sum(not any(v) for v in verdicts) / len(rows), 4)}
+
+
+def save_base(model_dir: Path, output: Path) -> None:
+    """The base checkpoint in bf16 (half the bytes; training upcasts to fp32), with its
+    tokenizer, written to a temporary sibling and renamed."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from redi.data.tokenizer import load_tokenizer
+
+    tmp = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
+                                                 local_files_only=True)
+    model.save_pretrained(tmp)
+    load_tokenizer(str(model_dir)).save_pretrained(tmp)
+    shutil.rmtree(output, ignore_errors=True)
+    tmp.rename(output)
+
+
+def build_teacher_rows(output: Path, work: Path, settings: TeacherSettings,
+                       base_output: Path | None = None) -> dict:
+    """The whole pipeline; writes ``output`` (gzip JSON lines) and, when given,
+    ``base_output`` (the student's starting point); returns the error rates."""
+    from redi.files import atomic_path
+
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = train_teacher(work, settings)
+    rows = sample_rows(model_dir, work / "samples.jsonl", settings)
+    with atomic_path(output) as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows).encode())
+    if base_output is not None:
+        save_base(work / f"step_{settings.base_checkpoint:08d}", base_output)
+    return error_rates(rows)
+
+
+def main(argv: list[str]) -> int:
+    defaults = TeacherSettings()
+    parser = argparse.ArgumentParser(prog="python -m redi.demo.teacher",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=builtin_task.TEACHER_ROWS)
+    parser.add_argument("--base-output", type=Path, default=builtin_task.BASE_MODEL,
+                        help="where the student's starting point (bf16) is written")
+    parser.add_argument("--work", type=Path, default=Path("runs/teacher"),
+                        help="the teacher's data, checkpoints and samples (reruns resume)")
+    parser.add_argument("--problems", type=int, default=defaults.problems)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    args = parser.parse_args(argv)
+    if args.problems < 1 or args.steps < 1 or args.temperature <= 0:
+        parser.error("--problems and --steps must be >= 1 and --temperature > 0")
+    settings = TeacherSettings(problems=args.problems, steps=args.steps,
+                               temperature=args.temperature)
+    rates = build_teacher_rows(args.output, args.work, settings, args.base_output)
+    print(f"wrote {args.output}: {json.dumps(rates)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

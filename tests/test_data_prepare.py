@@ -171,7 +171,8 @@ def test_builtin_command_writes_the_task_and_its_prepared_files(tmp_path, capsys
     assert main(["prepare", "--builtin", "--output-dir", str(out), "--num-problems", "200",
                  "--num-test", "20", "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "pairs.jsonl", "raw.jsonl", "sft.jsonl", "stats.json", "test.jsonl", "test_pairs.jsonl"]
+        "pairs.jsonl", "raw.jsonl", "sft.jsonl", "stats.json", "test.jsonl", "test_pairs.jsonl",
+        "validation.jsonl"]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows"] == {"read": 200, "invalid": 0, "filtered": 0, "kept": 200}
     assert stats["sft"]["written"] + stats["sft"]["dropped"].get("no_correct_trace", 0) == 200

@@ -152,7 +152,9 @@ def stage1(root: Path, data: Path, seed: int, size: DemoSize, evaluator: Evaluat
     if not _done(run):
         batch = recipe_value("sft", "global_batch_size")
         every = _save_every(data, "sft", size.stage1_epochs, batch, size.stage1_points)
+        # the shipped base replaces the recipe's from-scratch model_config
         _train("tiny_sft.yaml", [f"data={data}", f"init_from={builtin_task.BASE_MODEL}",
+                                 "model_config=null",
                                  f"seed={seed}", "resume=auto",
                                  "progress=false", f"output_dir={run}",
                                  f"epochs={size.stage1_epochs}", f"save_every={every}",

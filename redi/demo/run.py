@@ -40,6 +40,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from redi.cli_options import add_option
 from redi.data import builtin_task
 from redi.demo import stats
 
@@ -381,8 +382,8 @@ def _seeds(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="redi demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", default=None, help="the one output directory "
-                        "(default runs/demo, runs/demo-full with --full)")
+    add_option(parser, "--output-dir", renamed_from="--output", default=None,
+               help="the one output directory (default runs/demo, runs/demo-full with --full)")
     parser.add_argument("--task", default=builtin_task.DEFAULT_TASK,
                         help=f"built-in task: {', '.join(builtin_task.TASKS)}")
     parser.add_argument("--compare", action="store_true",
@@ -403,7 +404,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"unknown --task {args.task!r}; choose one of "
                      f"{', '.join(builtin_task.TASKS)}")
     seeds = args.seeds or (3 if args.full else 1)
-    output = Path(args.output or ("runs/demo-full" if args.full else "runs/demo"))
+    output = Path(args.output_dir or ("runs/demo-full" if args.full else "runs/demo"))
     methods = METHODS if args.compare or args.full else ("sft", *BASIC)
     size = QUICK if args.quick else FULL
     command = "redi demo " + " ".join(argv)

@@ -13,6 +13,8 @@ Sections (``SECTIONS``; run in the order given):
 * ``max-seq``: longest sequence whose REDI step fits a memory budget, naive vs ours.
 * ``trainer``: Stage-2 tokens/s of ``redi train`` itself, REDI vs DPO (online and cached
   reference) vs SimPO (``trainer_level``).
+* ``head``: the Qwen2.5-Math-1.5B head (H=1536, V=151936): longest REDI pair within a
+  memory budget and time per token, ours vs naive and the peers (``real_head``).
 
 Shapes and sizes per device and for ``--quick``: ``settings.py``. Writes a table per section
 to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment) and
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 import loss_level
+import real_head
 import step_level
 import torch
 import trainer_level
@@ -39,7 +42,8 @@ from report import table, write_csv, write_json
 from settings import MiB, profile
 
 SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
-                                step_level.MAX_SEQ_SECTION, trainer_level.SECTION)}
+                                step_level.MAX_SEQ_SECTION, trainer_level.SECTION,
+                                real_head.SECTION)}
 DEFAULT_OUT = Path(__file__).parent / "results"
 
 

@@ -3,13 +3,16 @@
 One REDI pair (two T-token sequences, the first T/8 of each a prompt), fwd+bwd of head +
 loss, for each implementation of ``IMPLS``:
 
-* the longest T whose peak extra memory fits ``budget`` (``step_level.longest_fitting``:
-  doubling from ``start``, then bisection to ``resolution`` tokens, at most ``limit``).
+* the longest T whose peak extra memory fits ``budget``: if ``start`` fits, ``limit`` is
+  tried at once (one long probe instead of every doubling on the way), then
+  ``step_level.longest_fitting`` (doubling from ``start``, bisection to ``resolution``
+  tokens, at most ``limit``) settles the rest.
   The peak counts everything the call allocates, dW ([V, H] fp32 = 0.87 GiB at this shape)
   included. A search stopped by ``limit`` reports ``capped``; its rows then also carry
   ``predicted_max_seq_len``, the budget divided along the line through the two longest
   probes (an extrapolation from measured peaks, labelled as such, not a measurement);
-* time per token at ``common_len`` (median of the settings' repeats, interleaved rounds).
+* time per token at ``common_len`` (median of the settings' repeats, interleaved rounds),
+  measured first; each row is also printed as a JSON line as soon as it is complete.
 
 Liger-Kernel has no REDI loss, and its per-token fused cross-entropy is CUDA-only: its row
 is its chunked SimPO (eager), whose chunk is one pair's whole [2T, V] logits, like any of
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 
 from loss_cases import loss_cases, make_batch
 from measure import measure_cases
@@ -33,9 +37,9 @@ from token_cases import clear_grads
 IMPLS = {
     "ours": ("redi", "ours[auto]"),
     "naive": ("redi", "naive"),
-    "torch linear_cross_entropy": ("redi", "torch linear_cross_entropy"),
     "liger SimPO (chunked, eager)": ("simpo", "liger(compiled=False)"),
     "cut-cross-entropy[torch_compile]": ("redi", "cut-cross-entropy[torch_compile]"),
+    "torch linear_cross_entropy": ("redi", "torch linear_cross_entropy"),
 }
 CCE = "cut-cross-entropy[torch_compile]"
 
@@ -56,10 +60,10 @@ class HeadShape:
 def head_shape(settings: Settings) -> HeadShape:
     if settings.profile == "quick":
         return HeadShape(hidden=64, vocab=2048, budget=24 * MiB, common_len=64, start=64,
-                         resolution=64, limit=512, peers_compiled=False)
+                         resolution=64, limit=256, peers_compiled=False)
     # limit = start * 2^k: the doubling stops exactly there (a capped search says so)
-    return HeadShape(hidden=1536, vocab=151936, budget=2 * GiB, common_len=256, start=384,
-                     resolution=64, limit=3072, peers_compiled=True)
+    return HeadShape(hidden=1536, vocab=151936, budget=2 * GiB, common_len=128, start=256,
+                     resolution=64, limit=2048, peers_compiled=True)
 
 
 def _cases(settings: Settings, shape: HeadShape, seq_len: int):
@@ -88,6 +92,8 @@ def _missing(label, shape: HeadShape | None = None) -> str | None:
 
 
 def _probe(settings, shape, label, seq_len, peaks):
+    if seq_len in peaks:  # asked again by the search: the same answer
+        return peaks[seq_len] is not None and peaks[seq_len] <= shape.budget
     builds, inputs = _cases(settings, shape, seq_len)
     # CCE's first call compiles (dynamic shapes: once); the others need no warm-up
     warmup = 1 if label == CCE and not peaks else 0
@@ -115,9 +121,10 @@ def _longest(settings, shape, label) -> dict:
         return dict(row, status="skipped" if skipped else "failed", error=why,
                     peak_bytes=None, max_seq_len=None)
     peaks = {}
+    fits = lambda t: _probe(settings, shape, label, t, peaks)  # noqa: E731
     try:
-        longest = longest_fitting(lambda t: _probe(settings, shape, label, t, peaks),
-                                  shape.start, shape.resolution, shape.limit)
+        longest = shape.limit if fits(shape.start) and fits(shape.limit) else \
+            longest_fitting(fits, shape.start, shape.resolution, shape.limit)
     except Exception as err:  # a peer that fails here is a result: keep the row
         return dict(row, status="failed", error=f"{type(err).__name__}: {err}"[:300],
                     peak_bytes=None, max_seq_len=None, probes=_mib(peaks))
@@ -134,8 +141,21 @@ def _mib(peaks):
 def _time_per_token(settings, shape, labels) -> dict:
     builds, inputs = _cases(settings, shape, shape.common_len)
     builds = {label: build for label, build in builds.items() if label in labels}
-    results = measure_cases(builds, settings.device, settings.repeats, max(settings.warmup, 1),
-                            before_each=lambda: clear_grads(*inputs))
+    measure = lambda b: measure_cases(b, settings.device, settings.repeats,  # noqa: E731
+                                      max(settings.warmup, 1),
+                                      before_each=lambda: clear_grads(*inputs))
+    try:
+        results = measure(builds)
+    except Exception:  # a peer failed: time the others side by side without it
+        failed = {}
+        for label in builds:
+            try:
+                measure({label: builds[label]})
+            except Exception as err:
+                failed[label] = f"{type(err).__name__}: {err}"[:300]
+        results = measure({k: b for k, b in builds.items() if k not in failed})
+        results.update({k: dict(time_s=None, times_s=[], peak_bytes=None, error=e)
+                        for k, e in failed.items()})
     tokens = 2 * shape.common_len
     return {label: dict(time_s=r["time_s"], times_s=r["times_s"], common_len=shape.common_len,
                         common_peak_bytes=r["peak_bytes"],
@@ -145,10 +165,13 @@ def _time_per_token(settings, shape, labels) -> dict:
 
 def run(settings: Settings) -> list[dict]:
     shape = head_shape(settings)
-    rows = [_longest(settings, shape, label) for label in IMPLS]
-    timed = _time_per_token(settings, shape, [r["impl"] for r in rows if r["status"] == "ok"])
-    for row in rows:
-        row.update(timed.get(row["impl"], {}))
+    runnable = [label for label in IMPLS if _missing(label, shape) is None]
+    timed = _time_per_token(settings, shape, runnable)
+    print("head: time per token", json.dumps(timed), flush=True)
+    rows = []
+    for label in IMPLS:
+        rows.append(dict(_longest(settings, shape, label), **timed.get(label, {})))
+        print("head:", json.dumps(rows[-1]), flush=True)
     add_ratios(rows, "naive", lambda r: r["impl"] == "naive", match=("loss",),
                keys=("max_seq_len", "time_s"))
     return rows

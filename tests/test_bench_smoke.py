@@ -19,7 +19,7 @@ def _positive(value):
 
 def test_quick_run_writes_complete_results(tmp_path):
     done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+                           str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     [json_path] = tmp_path.glob("*-quick.json")

@@ -104,3 +104,19 @@ def test_out_of_memory_is_raised_not_hidden(auto_is_triton, monkeypatch):
     with pytest.raises(torch.OutOfMemoryError):
         redi.token_logprobs(hidden, weight, labels, backend="auto")
     assert fallback.failure() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_auto_on_a_gpu_runs_triton_without_falling_back(dtype):
+    """On a real device the kernels must compile and launch: a silent fallback would hide
+    a Triton failure behind slower PyTorch."""
+    hidden, weight, labels, grad = (t.cuda() for t in _inputs())
+    hidden = hidden.to(dtype).detach().requires_grad_()
+    weight = weight.to(dtype).detach().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        (redi.token_logprobs(hidden, weight, labels) * grad).sum().backward()
+        redi.weighted_logprob_sum(hidden, weight, labels, grad).backward()
+    assert fallback.failure() is None
+    assert redi.resolved_backend("auto", "cuda", dtype) == "triton"

@@ -3,10 +3,9 @@
 One REDI pair (two T-token sequences, the first T/8 of each a prompt), fwd+bwd of head +
 loss, for each implementation of ``IMPLS``:
 
-* the longest T whose peak extra memory fits ``budget``: if ``start`` fits, ``limit`` is
-  tried at once (one long probe instead of every doubling on the way), then
-  ``step_level.longest_fitting`` (doubling from ``start``, bisection to ``resolution``
-  tokens, at most ``limit``) settles the rest.
+* the longest T whose peak extra memory fits ``budget``: ``step_level.longest_fitting``
+  (doubling from ``start``, bisection to ``resolution`` tokens, at most ``limit``), which
+  jumps to ``limit`` when the first two probes predict that it fits (``_search``).
   The peak counts everything the call allocates, dW ([V, H] fp32 = 0.87 GiB at this shape)
   included. A search stopped by ``limit`` reports ``capped``; its rows then also carry
   ``predicted_max_seq_len``, the budget divided along the line through the two longest
@@ -103,6 +102,19 @@ def _probe(settings, shape, label, seq_len, peaks):
     return result["status"] == "ok" and result["peak_bytes"] <= shape.budget
 
 
+def _search(fits, peaks, shape):
+    """``longest_fitting``, except that when ``start`` and ``2 start`` fit and the line
+    through their peaks says ``limit`` fits too, ``limit`` is probed at once (one long probe
+    instead of every doubling on the way). A length predicted not to fit is never probed
+    past the doubling of a fitting one, so no probe needs much more than twice the budget."""
+    if fits(shape.start) and fits(2 * shape.start) and 2 * shape.start < shape.limit:
+        (t0, p0), (t1, p1) = sorted(peaks.items())[:2]
+        if p0 + (p1 - p0) / (t1 - t0) * (shape.limit - t0) <= shape.budget \
+                and fits(shape.limit):
+            return shape.limit
+    return longest_fitting(fits, shape.start, shape.resolution, shape.limit)
+
+
 def _extrapolated(peaks, budget):
     fitting = sorted((t, p) for t, p in peaks.items() if p is not None and p <= budget)
     if len(fitting) < 2:
@@ -123,8 +135,7 @@ def _longest(settings, shape, label) -> dict:
     peaks = {}
     fits = lambda t: _probe(settings, shape, label, t, peaks)  # noqa: E731
     try:
-        longest = shape.limit if fits(shape.start) and fits(shape.limit) else \
-            longest_fitting(fits, shape.start, shape.resolution, shape.limit)
+        longest = _search(fits, peaks, shape)
     except Exception as err:  # a peer that fails here is a result: keep the row
         return dict(row, status="failed", error=f"{type(err).__name__}: {err}"[:300],
                     peak_bytes=None, max_seq_len=None, probes=_mib(peaks))

@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints-cpu.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install lint
+.PHONY: test demo install lint gpu-check compile-check
 
 install: $(STAMP)
 
@@ -28,3 +28,11 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+# On a machine with a CUDA GPU: GPU tests and the GPU benchmark into bench/results/ (bench/gpu.sh).
+gpu-check:
+	bash bench/gpu.sh
+
+# Compile every Triton kernel variant for sm_80 and sm_90 (no GPU needed; several minutes).
+compile-check: $(STAMP)
+	$(PY) -m pytest -q -m triton_compile tests/test_triton_compile.py

@@ -9,7 +9,9 @@ the gradients of hidden and weight in ``.grad``. Cases are keyed ``(loss, implem
 * ``naive``: full ``[2B, T, V]`` logits, log_softmax, gather, the pair loss.
 * ``torch linear_cross_entropy``: torch's chunked ``F.linear_cross_entropy(reduction="none")``
   giving per-token log-probs; ``liger fused_linear_cross_entropy`` (CUDA only) likewise.
-  Their cost does not depend on the pair loss on top, so they feed REDI only.
+  ``cut-cross-entropy[<impl>]``: Cut Cross-Entropy's ``linear_cross_entropy`` likewise
+  (``cce``: its CUDA kernels, the default on CUDA; ``torch_compile``: the one that runs on
+  CPU). Their cost does not depend on the pair loss on top, so they feed REDI only.
 * ``liger(compiled=...)``: Liger-Kernel's chunked DPO and SimPO (one pair per chunk).
 * ``("floor", "3 matmuls")``: ``token_cases.floor_3_matmuls`` on the same shapes.
 
@@ -20,6 +22,8 @@ pair losses of the non-fused cases are ``redi.functional``'s, with the hyperpara
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +88,10 @@ def reference_kwargs(name, ref_logps):
     return dict(ref_chosen_logps=ref_logps[:b], ref_rejected_logps=ref_logps[b:])
 
 
+def _installed(module):
+    return importlib.util.find_spec(module) is not None
+
+
 def _liger(name, compiled):
     from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss, LigerFusedLinearSimPOLoss
 
@@ -105,8 +113,21 @@ def _torch_token_logps(x, w, y):
     return -nll.float().view(y.shape)
 
 
-def loss_cases(hidden, weight, labels, backends=("torch",), liger_compiled=(False, True)):
-    """(loss, implementation) -> builder of a fwd+bwd callable (see module docstring)."""
+def _cce_token_logps(impl):
+    def token_logps(x, w, y):
+        from cut_cross_entropy import linear_cross_entropy
+
+        return -linear_cross_entropy(x, w, y, reduction="none", impl=impl).float()
+    return token_logps
+
+
+def loss_cases(hidden, weight, labels, backends=("torch",), liger_compiled=(False, True),
+               cce_impls=None):
+    """(loss, implementation) -> builder of a fwd+bwd callable (see module docstring).
+    ``cce_impls``: Cut Cross-Entropy's implementations to run (default: ``cce`` on CUDA when
+    it is installed, else none)."""
+    if cce_impls is None:
+        cce_impls = ("cce",) if hidden.is_cuda and _installed("cut_cross_entropy") else ()
     x, w, y = hidden, weight, labels
     zero_ref = torch.zeros(x.shape[0], device=x.device)
 
@@ -149,6 +170,9 @@ def loss_cases(hidden, weight, labels, backends=("torch",), liger_compiled=(Fals
             if x.is_cuda:
                 cases[(name, "liger fused_linear_cross_entropy")] = \
                     lambda n=name: from_token_logps(n, _liger_token_logps)
+            for impl in cce_impls:
+                cases[(name, f"cut-cross-entropy[{impl}]")] = \
+                    lambda n=name, i=impl: from_token_logps(n, _cce_token_logps(i))
         else:
             for compiled in liger_compiled:
                 cases[(name, f"liger(compiled={compiled})")] = \

@@ -13,9 +13,12 @@ Sections (``SECTIONS``; run in the order given):
 * ``max-seq``: longest sequence whose REDI step fits a memory budget, naive vs ours.
 * ``trainer``: Stage-2 tokens/s of ``redi train`` itself, REDI vs DPO (online and cached
   reference) vs SimPO (``trainer_level``).
+* ``head``: the Qwen2.5-Math-1.5B head (H=1536, V=151936): longest REDI pair within a
+  memory budget and time per token, ours vs naive and the peers (``real_head``).
 
 Shapes and sizes per device and for ``--quick``: ``settings.py``. Writes a table per section
-to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment) and
+to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment; ``<out>``
+is ``runs/bench/`` unless ``--out`` says otherwise) and
 ``<stem>-<section>-{time,memory}.png`` for the swept sections; the files are rewritten after
 every section, so an interrupted run keeps what it measured.
 """
@@ -30,17 +33,21 @@ import time
 from pathlib import Path
 
 import loss_level
+import real_head
 import step_level
 import torch
 import trainer_level
 from environment import device_slug, environment
 from plots import plot_against_tokens
 from report import table, write_csv, write_json
-from settings import MiB, profile
+from settings import MODEL_SHAPES, MiB, profile
 
 SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
-                                step_level.MAX_SEQ_SECTION, trainer_level.SECTION)}
-DEFAULT_OUT = Path(__file__).parent / "results"
+                                step_level.MAX_SEQ_SECTION, trainer_level.SECTION,
+                                real_head.SECTION)}
+# A run directory outside the source tree (ignored by git); committed results go under
+# bench/results/<device>-<date>/ only when asked for with --out.
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 
 
 def parse_args(argv):
@@ -59,6 +66,10 @@ def parse_args(argv):
     p.add_argument("--liger-compiled", action=argparse.BooleanOptionalAction,
                    help="also run Liger with torch.compile (default: on, off with --quick)")
     p.add_argument("--budget-mib", type=float, help="max-seq memory budget in MiB")
+    p.add_argument("--model", choices=list(MODEL_SHAPES),
+                   help="step/max-seq/trainer model shape (default: the profile's)")
+    p.add_argument("--step-pairs", type=int, help="pairs per step-level batch")
+    p.add_argument("--step-seq-lens", type=int, nargs="+", help="step-level sequence lengths")
     p.add_argument("--threads", type=int,
                    help="torch CPU threads (default: one with --quick, else torch's, one per "
                         "core); 1 keeps a run on a machine shared with other jobs from "
@@ -79,6 +90,12 @@ def _settings(args):
             overrides[key] = getattr(args, key)
     if args.liger_compiled is not None:
         overrides["liger_compiled"] = (False, True) if args.liger_compiled else (False,)
+    if args.model:
+        overrides["model"] = MODEL_SHAPES[args.model]
+    if args.step_pairs is not None:
+        overrides["step_pairs"] = args.step_pairs
+    if args.step_seq_lens:
+        overrides["step_seq_lens"] = tuple(args.step_seq_lens)
     if args.budget_mib is not None:
         overrides["budget_bytes"] = int(args.budget_mib * MiB)
     if args.threads is not None:

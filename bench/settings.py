@@ -40,6 +40,13 @@ class ModelShape:
     vocab: int
 
 
+# Model shapes a run can ask for by name (``run.py --model``), e.g. the real student's.
+MODEL_SHAPES = {
+    "qwen2.5-1.5b": ModelShape(hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960,
+                               vocab=151936),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     profile: str

@@ -12,6 +12,8 @@ dx and dW are allocated per call, so its peak extra memory is that of the gradie
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +89,15 @@ def token_cases(hidden, weight, labels, grad, backends=("torch",)):
             (-nll.float() * g).sum().backward()
         return run
 
+    def cut_cross_entropy():
+        from cut_cross_entropy import linear_cross_entropy
+
+        def run():
+            clear_grads(x, w)
+            nll = linear_cross_entropy(x, w, y, reduction="none", impl="cce")
+            (-nll.float() * g).sum().backward()
+        return run
+
     cases = {}
     for backend in backends:
         cases[f"redi.token_logprobs[{backend}]"] = lambda b=backend: ours_general(b)
@@ -96,5 +107,7 @@ def token_cases(hidden, weight, labels, grad, backends=("torch",)):
         cases["torch linear_cross_entropy(none)"] = lambda: torch_linear_cross_entropy
     if x.is_cuda:
         cases["liger fused_linear_cross_entropy(none)"] = liger_fused_linear_cross_entropy
+        if importlib.util.find_spec("cut_cross_entropy"):
+            cases["cut-cross-entropy[cce](none)"] = cut_cross_entropy
     cases["floor: 3 matmuls"] = floor_3_matmuls(x, w)
     return cases

@@ -3,7 +3,9 @@
 The public entries are re-exported by ``redi``; trainers should import them from there.
 """
 
+from .fallback import resolved_backend
 from .linear_logprobs import BACKENDS, token_logprobs, weighted_logprob_sum
 from .sequence_group_loss import sequence_group_loss
 
-__all__ = ["BACKENDS", "sequence_group_loss", "token_logprobs", "weighted_logprob_sum"]
+__all__ = ["BACKENDS", "resolved_backend", "sequence_group_loss", "token_logprobs",
+           "weighted_logprob_sum"]

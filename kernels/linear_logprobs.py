@@ -35,7 +35,7 @@ import os
 
 import torch
 
-from . import torch_impl
+from . import fallback, torch_impl
 from .logit_transform import LogitTransform
 
 BACKENDS = ("auto", "torch", "triton")
@@ -48,11 +48,17 @@ def _triton_impl():
     return triton_impl
 
 
+def auto_prefers_triton(device: torch.device, dtype: torch.dtype) -> bool:
+    return device.type == "cuda" and dtype != torch.float64
+
+
 def select_backend(backend: str, device: torch.device, dtype: torch.dtype):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = "triton" if device.type == "cuda" and dtype != torch.float64 else "torch"
+        if auto_prefers_triton(device, dtype):
+            return fallback.TRITON_OR_TORCH  # Triton, or torch_impl if it fails (fallback.py)
+        backend = "torch"
     if backend == "torch":
         return torch_impl
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":

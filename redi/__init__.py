@@ -5,6 +5,8 @@ Public API (imported lazily, so ``import redi`` stays cheap):
 * ``redi.token_logprobs`` / ``redi.weighted_logprob_sum``: fused per-token log-probs of a
   linear head, never materializing the [tokens x vocab] logits (``redi.kernels``);
   ``redi.sequence_group_loss``: a loss of per-sequence sums, one term per pair, single pass.
+  ``backend="auto"`` runs Triton on CUDA and falls back to the chunked PyTorch path if the
+  kernels fail to compile or launch; ``redi.resolved_backend`` says which one runs.
 * ``redi.FusedLinearREDILoss``, ``FusedLinearDPOLoss``, ``FusedLinearSimPOLoss``,
   ``FusedLinearSFTLoss``: the fused losses, called as ``loss_fn(weight, hidden, labels)``.
   ``FusedLinearPreferenceLoss``: their base class, to add a preference loss of per-sequence
@@ -28,6 +30,7 @@ _EXPORTS = {
     "token_logprobs": ("redi.kernels", "token_logprobs"),
     "weighted_logprob_sum": ("redi.kernels", "weighted_logprob_sum"),
     "sequence_group_loss": ("redi.kernels", "sequence_group_loss"),
+    "resolved_backend": ("redi.kernels", "resolved_backend"),
     "FusedLinearREDILoss": ("redi.losses", "FusedLinearREDILoss"),
     "FusedLinearDPOLoss": ("redi.losses", "FusedLinearDPOLoss"),
     "FusedLinearSimPOLoss": ("redi.losses", "FusedLinearSimPOLoss"),

@@ -13,6 +13,11 @@ import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
+    if "triton_compile" not in (config.getoption("markexpr") or ""):
+        skip_compile = pytest.mark.skip(reason="minutes of compiling: pytest -m triton_compile")
+        for item in items:
+            if "triton_compile" in item.keywords:
+                item.add_marker(skip_compile)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

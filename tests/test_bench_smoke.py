@@ -19,7 +19,7 @@ def _positive(value):
 
 def test_quick_run_writes_complete_results(tmp_path):
     done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+                           str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     [json_path] = tmp_path.glob("*-quick.json")
@@ -33,11 +33,12 @@ def test_quick_run_writes_complete_results(tmp_path):
     env = payload["environment"]
     assert env["device"] and env["torch"] and env["commit"]
     rows = payload["results"]
-    assert {r["section"] for r in rows} == {"loss", "step", "max-seq", "trainer"}
+    assert {r["section"] for r in rows} == {"loss", "step", "max-seq", "trainer", "head"}
     for r in rows:
-        if r["section"] != "max-seq":
+        if r["section"] not in ("max-seq", "head"):
             assert r["status"] == "ok" and _positive(r["time_s"]), r
-        assert _positive(r["peak_bytes"]), r
+        if r["section"] != "head":
+            assert _positive(r["peak_bytes"]), r
 
     loss_impls = {(r["loss"], r["impl"]) for r in rows if r["section"] == "loss"}
     for loss in ("redi", "dpo", "simpo"):
@@ -52,3 +53,19 @@ def test_quick_run_writes_complete_results(tmp_path):
 
     longest = {r["impl"]: r["max_seq_len"] for r in rows if r["section"] == "max-seq"}
     assert longest["ours"] >= longest["naive"] > 0, longest
+
+    head = {r["impl"]: r for r in rows if r["section"] == "head"}
+    for impl in ("ours", "naive", "torch linear_cross_entropy", "liger SimPO (chunked, eager)"):
+        r = head[impl]
+        assert r["status"] == "ok" and r["max_seq_len"] > 0 and _positive(r["ms_per_token"]), r
+        assert r["peak_bytes"] <= r["budget_bytes"], r
+    assert head["ours"]["max_seq_len"] >= head["naive"]["max_seq_len"]
+    assert head["cut-cross-entropy[torch_compile]"]["status"] == "skipped"  # not in --quick
+
+
+def test_results_go_outside_the_source_tree_by_default():
+    sys.path.insert(0, str(BENCH))
+    import run
+
+    assert run.parse_args([]).out == BENCH.parent / "runs" / "bench"
+    assert run.parse_args(["--out", "x"]).out == Path("x")

@@ -192,6 +192,9 @@ def test_tiny_recipes_stage1_then_stage2(data_dir, tmp_path):
     for key in ("loss", "lr", "grad_norm", "chosen_logps_avg", "rejected_logps_avg",
                 "reward_margins", "tokens_per_s", "peak_mem_gb"):
         assert key in record
+    # which backend the fused loss ran (auto on CPU: the chunked PyTorch path)
+    assert record["loss_backend"] == "torch"
+    assert "loss backend: torch (loss_backend=auto)" in result.stdout
 
 
 def test_dpo_cached_reference_equals_online(data_dir, sft_export, tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from redi import losses
+from redi import losses, resolved_backend
 from redi.eval.defaults import write_training_prompt
 from redi.files import atomic_write_text
 from redi.train import lora
@@ -38,7 +38,7 @@ from redi.train.checkpoint import (
 from redi.train.config import ConfigError, TrainConfig, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
 from redi.train.loader import TrainData
-from redi.train.modeling import build_model, export_hf
+from redi.train.modeling import build_model, compute_dtype, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_config import changed_training_keys
 from redi.train.run_lock import OutputDirInUse, RunLock
@@ -206,6 +206,11 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                  description=f"{config.loss} ({env.world_size} proc)")
     if resume_from is not None:
         log.message(f"resumed from {resume_from} at step {step}")
+
+    def loss_backend():  # what loss_backend runs now: auto may fall back from Triton
+        return resolved_backend(config.loss_backend, env.device,
+                                compute_dtype(config, env.device))
+    log.message(f"loss backend: {loss_backend()} (loss_backend={config.loss_backend})")
     stop = StopRequest()
 
     def checkpoint():
@@ -260,7 +265,8 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                                 "update_norm": update_norm(before, model),
                                 "grad_norm": grad_norm, "tokens_per_s": reduced["tokens"] /
                                 elapsed, "tokens_seen": tokens_seen,
-                                "peak_mem_gb": peak_memory_gb(env.device)})
+                                "peak_mem_gb": peak_memory_gb(env.device),
+                                "loss_backend": loss_backend()})
             if not all_true(not stop.requested, env.device):
                 path = checkpoint()
                 log.message(f"stopped by signal at step {step}; checkpoint {path}; "

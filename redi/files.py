@@ -1,4 +1,6 @@
-"""Atomic writes: a file or directory appears whole under its final name, or not at all.
+"""Atomic writes: a file or directory appears whole under its final name, or not at all;
+and the sha256 of a file or of a directory's files (what checkpoints, caches and evaluation
+settings record to recognize their inputs).
 
 Everything is written to a hidden temporary sibling and renamed (``os.replace`` is atomic on
 one file system), so a crash or a kill mid-write never leaves a truncated result that a
@@ -7,6 +9,7 @@ rerun would trust.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -45,3 +48,24 @@ def replace_dir(tmp: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _feed(digest, path: Path) -> None:
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+
+
+def sha256_of(path: str | Path) -> str:
+    """sha256 of a file's bytes, or of a directory's files (relative names and contents,
+    in path order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if not path.is_dir():
+        _feed(digest, path)
+        return digest.hexdigest()
+    for file in sorted(path.rglob("*")):
+        if file.is_file():
+            digest.update(str(file.relative_to(path)).encode())
+            _feed(digest, file)
+    return digest.hexdigest()

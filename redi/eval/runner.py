@@ -12,7 +12,6 @@ the completion started by ``<think>\\n``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.tokenizer import check_round_trip, load_tokenizer
-from redi.files import atomic_write_text
+from redi.files import atomic_write_text, sha256_of
 from redi.model_dir import check_model_dir
 
 from .answers import grade
@@ -82,19 +81,6 @@ def check_same_settings(path: Path, settings: dict, have_samples: bool) -> None:
     atomic_write_text(path, json.dumps(settings, indent=1))
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, or of a directory's files (names and contents, in path order)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if file.is_file():
-            digest.update(str(file.relative_to(path) if path.is_dir() else "").encode())
-            with file.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
 # "almost no sample has an answer": fewer than this share of the samples
 FEW_ANSWERS = 0.05
 
@@ -141,7 +127,7 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     samples_path = out / "samples.jsonl"
     done = read_samples(samples_path)
     check_same_settings(out / "settings.json", {
-        "model": str(model_dir), "data_sha256": file_digest(data_path),
+        "model": str(model_dir), "data_sha256": sha256_of(data_path),
         "prompt_style": options.prompt_style, "think": options.think,
         "sampling": asdict(options.sampling)}, have_samples=bool(done))
     todo = [(p, j) for p in problems for j in range(options.samples) if (p.id, j) not in done]

@@ -12,7 +12,6 @@ fewer micro-batches than a step needs is skipped).
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 import sys
@@ -28,6 +27,7 @@ from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
 from redi.data.tokenized import load_pairs, load_sft
 from redi.data.tokenizer import check_round_trip, load_tokenizer, string_values
+from redi.files import sha256_of
 from redi.segments import PAIR_LAYOUT_KEYS
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
@@ -43,14 +43,6 @@ def tokenizer_source(config: TrainConfig) -> str | None:
                                                                    "tokenizer_config.json")):
         return model_dir
     return None  # the built-in tokenizer
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_formatter(config: TrainConfig, tokenizer) -> Formatter:
@@ -155,7 +147,7 @@ class TrainData:
         """What the DPO reference cache depends on: the data file's contents, tokenization
         and the reference model (read once, on first use)."""
         c = self.config
-        return ":".join(map(str, (_file_digest(self.path), c.max_length, c.max_prompt_length,
+        return ":".join(map(str, (sha256_of(self.path), c.max_length, c.max_prompt_length,
                                   tokenizer_source(c), c.init_from or c.model, c.dtype)))
 
     @property

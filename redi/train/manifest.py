@@ -9,19 +9,12 @@ the processes (process r takes every W-th file), so a save or a check costs one 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from redi.files import sha256_of
+
 MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_files(directory: Path) -> list[str]:
@@ -30,7 +23,7 @@ def checkpoint_files(directory: Path) -> list[str]:
 
 
 def digests(directory: Path, names: list[str]) -> dict[str, list]:
-    return {name: [(directory / name).stat().st_size, _sha256(directory / name)]
+    return {name: [(directory / name).stat().st_size, sha256_of(directory / name)]
             for name in names}
 
 
@@ -60,6 +53,6 @@ def file_problem(directory: Path, name: str, entry: list) -> str | None:
         return f"{name} is missing"
     if file.stat().st_size != entry[0]:
         return f"{name} has {file.stat().st_size} bytes, not {entry[0]}"
-    if _sha256(file) != entry[1]:
+    if sha256_of(file) != entry[1]:
         return f"{name} does not match its sha256 digest"
     return None

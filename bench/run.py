@@ -14,7 +14,8 @@ Sections (``SECTIONS``; run in the order given):
 * ``trainer``: Stage-2 tokens/s of ``redi train`` itself, REDI vs DPO (online and cached
   reference) vs SimPO (``trainer_level``).
 * ``head``: the Qwen2.5-Math-1.5B head (H=1536, V=151936): longest REDI pair within a
-  memory budget and time per token, ours vs naive and the peers (``real_head``).
+  memory budget and time per token, ours vs naive and the peers (``real_head``); run only
+  when named in ``--sections`` (or with ``--quick``): an hour or more on a CPU.
 
 Shapes and sizes per device and for ``--quick``: ``settings.py``. Writes a table per section
 to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment; ``<out>``
@@ -47,6 +48,7 @@ SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
                                 real_head.SECTION)}
 # A run directory outside the source tree (ignored by git); committed results go under
 # bench/results/<device>-<date>/ only when asked for with --out.
+OPT_IN = ("head",)  # full runs only when named: long at the real shape
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 
 
@@ -57,7 +59,9 @@ def parse_args(argv):
                    help="default: cuda if available, else cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"output directory (default {DEFAULT_OUT})")
-    p.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=list(SECTIONS),
+                   help=f"default: all (with --quick) or all but {', '.join(OPT_IN)} (an hour "
+                        "or more on a CPU)")
     p.add_argument("--repeats", type=int, help="timed calls per case (median reported)")
     p.add_argument("--tokens", type=int, nargs="+", help="loss-level token counts")
     p.add_argument("--seq-len", type=int, help="loss-level tokens per sequence (pairs of two)")
@@ -124,7 +128,9 @@ def main(argv=None) -> int:
           f"{env['load_average'][0]:.2f}), torch {env['torch']}, commit {env['commit']}"
           f"{' (dirty)' if env['dirty'] else ''}", flush=True)
     rows, files = [], []
-    for name in args.sections:
+    sections = args.sections or [n for n in SECTIONS if settings.profile == "quick" or
+                                 n not in OPT_IN]
+    for name in sections:
         section = SECTIONS[name]
         start = time.perf_counter()
         section_rows = section.run(settings)

@@ -13,6 +13,9 @@ Sections (``SECTIONS``; run in the order given):
 * ``max-seq``: longest sequence whose REDI step fits a memory budget, naive vs ours.
 * ``trainer``: Stage-2 tokens/s of ``redi train`` itself, REDI vs DPO (online and cached
   reference) vs SimPO (``trainer_level``).
+* ``trainer-peers`` (only when named in ``--sections``; ~20 min on 2 CPU cores): ``redi
+  train`` vs TRL's DPOTrainer (with and without Liger) and CPOTrainer (SimPO) on the same
+  model, pairs and steps, one process per trainer (``trainer_peers``).
 
 Shapes and sizes per device and for ``--quick``: ``settings.py``. Writes a table per section
 to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment) and
@@ -33,13 +36,16 @@ import loss_level
 import step_level
 import torch
 import trainer_level
+import trainer_peers
 from environment import device_slug, environment
 from plots import plot_against_tokens
 from report import table, write_csv, write_json
 from settings import MiB, profile
 
 SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
-                                step_level.MAX_SEQ_SECTION, trainer_level.SECTION)}
+                                step_level.MAX_SEQ_SECTION, trainer_level.SECTION,
+                                trainer_peers.SECTION)}
+OPT_IN = {trainer_peers.SECTION.name}  # run only when named in --sections
 DEFAULT_OUT = Path(__file__).parent / "results"
 
 
@@ -50,7 +56,8 @@ def parse_args(argv):
                    help="default: cuda if available, else cpu")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"output directory (default {DEFAULT_OUT})")
-    p.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=list(SECTIONS),
+                   default=[name for name in SECTIONS if name not in OPT_IN])
     p.add_argument("--repeats", type=int, help="timed calls per case (median reported)")
     p.add_argument("--tokens", type=int, nargs="+", help="loss-level token counts")
     p.add_argument("--seq-len", type=int, help="loss-level tokens per sequence (pairs of two)")

@@ -146,8 +146,10 @@ def _run_worker(spec: dict, work: Path) -> tuple[dict, int]:
     peak = usage.ru_maxrss * 1024
     if result_path.is_file():
         return json.loads(result_path.read_text()), peak
-    tail = " ".join((work / "log.txt").read_text().split()[-40:])
-    return {"error": f"worker exited with status {child.returncode}: {tail}"}, peak
+    tail = " ".join((work / "log.txt").read_text().split())[-200:]
+    how = (f"killed by signal {-child.returncode} (SIGKILL, e.g. the kernel's OOM killer)"
+           if child.returncode == -9 else f"exited with status {child.returncode}")
+    return {"error": f"worker {how}; log ends: {tail}"}, peak
 
 
 def _row(trainer, loss, label, completion_len, peers: PeerSettings, result: dict, peak):
@@ -231,9 +233,10 @@ SECTION = Section(
 
 
 def main(argv=None) -> int:
-    """Run the section for chosen completion lengths only (e.g. one length per process when
-    the lengths are measured side by side): ``python bench/trainer_peers.py --lengths 4096
-    --out DIR`` writes ``DIR/trainer-peers-T4096.json`` and prints the table."""
+    """Run the section for chosen completion lengths and configurations only (to measure
+    them side by side in separate processes): ``python bench/trainer_peers.py --lengths 4096
+    [--configs 0 3] --out DIR`` writes ``DIR/trainer-peers-T4096[-c0-3].json`` and prints
+    the table."""
     import argparse
 
     from environment import environment
@@ -242,15 +245,20 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
     p.add_argument("--lengths", type=int, nargs="+", required=True)
+    p.add_argument("--configs", type=int, nargs="+", default=list(range(len(CONFIGS))),
+                   help="indices into CONFIGS (default: all)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     PROFILES["full"] = dataclasses.replace(PROFILES["full"],
                                            completion_lens=tuple(args.lengths))
     settings = profile("full", "cpu")
     env = environment("cpu")
-    rows = run_peers(settings)
+    rows = run_peers(settings, [CONFIGS[i] for i in args.configs])
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "trainer-peers-" + "-".join(f"T{n}" for n in args.lengths) + ".json"
+    name = "trainer-peers-" + "-".join(f"T{n}" for n in args.lengths)
+    if args.configs != list(range(len(CONFIGS))):
+        name += "-c" + "-".join(map(str, args.configs))
+    name += ".json"
     write_json(args.out / name, env, settings, rows)
     print(table(SECTION, settings, rows))
     return 0

@@ -35,9 +35,9 @@ last gradients arrive, so the step's peak is the larger of the two.
 
 Checked on CPU (``bench/plan_validation.py``, ``bench/results/cpu-2026-12-02/plan-
 validation.md``): against the peak RSS of ``redi train`` at three sizes of a small Qwen2 the
-plan was 6-19 % low; the activation term matches autograd's saved tensors (tests/test_plan.py)
-and most of the gap is glibc keeping freed heap blocks resident (with
-``MALLOC_MMAP_THRESHOLD_=65536`` the largest gap fell from 17.6 % to 8.9 %). Read a CPU plan as
+plan was 17.6 %, 18.9 % and 6.1 % low; the activation term matches autograd's saved tensors
+(tests/test_plan.py), and the gap is mostly glibc keeping freed heap blocks resident: with
+``MALLOC_MMAP_THRESHOLD_=65536`` the errors were -8.9 %, +2.8 %, +1.2 %. Read a CPU plan as
 a lower bound. Untested (no GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the
 Triton block size, FSDP2's all-gather and reduce-scatter buffers under NCCL, the CUDA context
 and allocator fragmentation, CPU offload, more than one process.

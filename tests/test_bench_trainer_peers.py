@@ -17,7 +17,7 @@ import trainer_peers  # noqa: E402
 from settings import profile  # noqa: E402
 
 pytest.importorskip("trl")
-pytestmark = pytest.mark.slow  # three trainer processes (~40 s on 2 idle cores)
+pytestmark = pytest.mark.slow  # three trainer processes (25 s on 2 quiet cores)
 
 
 def _positive(value):

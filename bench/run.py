@@ -16,6 +16,9 @@ Sections (``SECTIONS``; run in the order given):
 * ``head``: the Qwen2.5-Math-1.5B head (H=1536, V=151936): longest REDI pair within a
   memory budget and time per token, ours vs naive and the peers (``real_head``); run only
   when named in ``--sections`` (or with ``--quick``): an hour or more on a CPU.
+* ``trainer-peers`` (only when named in ``--sections``; ~20 min on 2 CPU cores): ``redi
+  train`` vs TRL's DPOTrainer (with and without Liger) and CPOTrainer (SimPO) on the same
+  model, pairs and steps, one process per trainer (``trainer_peers``).
 
 Shapes and sizes per device and for ``--quick``: ``settings.py``. Writes a table per section
 to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment; ``<out>``
@@ -38,6 +41,7 @@ import real_head
 import step_level
 import torch
 import trainer_level
+import trainer_peers
 from environment import device_slug, environment
 from plots import plot_against_tokens
 from report import table, write_csv, write_json
@@ -45,10 +49,11 @@ from settings import MODEL_SHAPES, MiB, profile
 
 SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
                                 step_level.MAX_SEQ_SECTION, trainer_level.SECTION,
-                                real_head.SECTION)}
+                                real_head.SECTION, trainer_peers.SECTION)}
 # A run directory outside the source tree (ignored by git); committed results go under
 # bench/results/<device>-<date>/ only when asked for with --out.
-OPT_IN = ("head",)  # full runs only when named: long at the real shape
+FULL_WHEN_NAMED = ("head",)  # its full-size run only when named: an hour or more on a CPU
+ONLY_WHEN_NAMED = (trainer_peers.SECTION.name,)  # ~20 min on 2 CPU cores, also with --quick
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 
 
@@ -60,8 +65,8 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--sections", nargs="+", choices=list(SECTIONS),
-                   help=f"default: all (with --quick) or all but {', '.join(OPT_IN)} (an hour "
-                        "or more on a CPU)")
+                   help=f"default: all but {', '.join(ONLY_WHEN_NAMED)}, and without "
+                        f"--quick also all but {', '.join(FULL_WHEN_NAMED)}")
     p.add_argument("--repeats", type=int, help="timed calls per case (median reported)")
     p.add_argument("--tokens", type=int, nargs="+", help="loss-level token counts")
     p.add_argument("--seq-len", type=int, help="loss-level tokens per sequence (pairs of two)")
@@ -128,8 +133,8 @@ def main(argv=None) -> int:
           f"{env['load_average'][0]:.2f}), torch {env['torch']}, commit {env['commit']}"
           f"{' (dirty)' if env['dirty'] else ''}", flush=True)
     rows, files = [], []
-    sections = args.sections or [n for n in SECTIONS if settings.profile == "quick" or
-                                 n not in OPT_IN]
+    sections = args.sections or [n for n in SECTIONS if n not in ONLY_WHEN_NAMED and (
+        settings.profile == "quick" or n not in FULL_WHEN_NAMED)]
     for name in sections:
         section = SECTIONS[name]
         start = time.perf_counter()

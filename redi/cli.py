@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("redi.train.cli:sft_main", "Stage 1: SFT on the correct traces (FSDP2)"),
     "train": ("redi.train.cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
     "eval": ("redi.eval.cli:main", "pass@1 (with standard error) and pass@k on a benchmark"),
+    "plan": ("redi.train.plan:main", "peak memory per device of a sft/train config, without "
+                                     "loading weights; what would make it fit"),
     "export": ("redi.train.export:main", "a training checkpoint to a Hugging Face model directory"),
     "demo": ("redi.demo.run:main",
              "the main job: built-in task, SFT, REDI, evaluation, table, plot"),
@@ -24,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # The optional-dependency group (pyproject.toml) each command needs beyond the core install.
 EXTRAS = {"prepare": "data", "sft": "train", "train": "train", "eval": "eval",
-          "export": "train", "demo": "demo"}
+          "export": "train", "demo": "demo", "plan": "train"}
 
 
 def _usage() -> str:

@@ -1,0 +1,296 @@
+"""``redi plan``: the peak memory per device of a ``redi sft`` / ``redi train`` run, predicted
+from the config alone (the model is built on the meta device: no weights are read).
+
+    redi plan --config recipes/tiny_redi.yaml [key=value ...] [--gpu-memory 80GiB] [--nproc N]
+
+What one device holds, with P parameters (P_t trainable), W = ``--nproc`` processes, b bytes
+per element of the compute dtype (bf16 on GPU, fp32 on CPU), n tokens per micro-batch
+(``micro_batch_size`` x ``max_length``, twice that for Stage-2 pairs), H, I, L, V the hidden,
+MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the model):
+
+* weights: fp32 master weights, FSDP2-sharded: 4 P / W;
+* gradients: fp32, sharded: 4 P_t / W; optimizer: AdamW's two fp32 moments: 8 P_t / W
+  (these three live in host memory with ``cpu_offload``);
+* gathered weights: FSDP2 all-gathers a unit before using it: the root (embeddings, head,
+  final norm) and two decoder layers (the current one and the prefetched next), b bytes each;
+* activations (autograd's saved tensors of a Qwen2/Llama decoder layer, per token): the two
+  RMSNorm inputs and outputs (4H), q, k, v after RoPE and the GQA repeat and the attention
+  output (4H), the o_proj input (H), gate, up, SiLU(gate) and the down_proj input (4I):
+  (9H + 4I) b per token and layer; with checkpointing only the layer input (H b) stays
+  saved and one layer is recomputed in the backward; plus the final norm's input and output
+  (2 H b per token), one layer's working memory in flight (2 (H + I) b per token)
+  and, for padded batches without flash-attn, the boolean [rows, T, T] attention mask;
+* fused loss (``kernels/``): the fp32 dx buffer (4 n H), the fp32 dW accumulator (4 V H;
+  three such [V, H] buffers with ``loss_single_pass``), fp32 copies of 16-bit inputs, and one
+  bounded block of logits (64 MiB on the CPU path, 512 MiB with the Triton kernels);
+* DPO reference: ``online`` keeps a second sharded fp32 copy (4 P / W) for the whole run;
+  ``cached`` loads it only for the scoring pass before training (its own phase below);
+* runtime: what the process holds besides tensors (CPU: Python, torch, transformers and the
+  gloo group, measured at 0.45 GiB resident; GPU: the CUDA context and NCCL, estimated).
+
+The peak is the larger of the two phases (the reference pass, the training step). In a
+training step the gradients coexist with the activations when a step has several micro-
+batches (they accumulate); with one micro-batch per step the activations are gone when the
+last gradients arrive, so the step's peak is the larger of the two.
+
+Checked on CPU (``bench/plan_validation.py``, ``bench/results/cpu-2026-12-02/plan-
+validation.md``): against the peak RSS of ``redi train`` at three sizes of a small Qwen2 the
+plan was 17.6 %, 18.9 % and 6.1 % low; the activation term matches autograd's saved tensors
+(tests/test_plan.py), and the gap is mostly glibc keeping freed heap blocks resident: with
+``MALLOC_MMAP_THRESHOLD_=65536`` the errors were -8.9 %, +2.8 %, +1.2 %. Read a CPU plan as
+a lower bound. Untested (no GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the
+Triton block size, FSDP2's all-gather and reduce-scatter buffers under NCCL, the CUDA context
+and allocator fragmentation, CPU offload, more than one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+
+from redi.train.config import ConfigError, TrainConfig, build_config
+
+GiB, MiB = 2**30, 2**20
+CPU_RUNTIME_BYTES = int(0.45 * GiB)  # resident set of a `redi train` process before the model
+GPU_RUNTIME_BYTES = 1 * GiB  # CUDA context + NCCL buffers (estimate; not measured here)
+LOSS_BLOCK_BYTES = {"cpu": 64 * MiB, "cuda": 512 * MiB}  # kernels/{torch,triton}_impl.py
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+          "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+class PlanError(ValueError):
+    """Input ``redi plan`` cannot use (one line)."""
+
+
+def parse_size(text: str, what: str = "--gpu-memory") -> int:
+    """``80GiB``, ``80GB``, ``512MiB``, ``1.5T``, ``1000000`` (bytes) -> bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise PlanError(f"{what}: cannot read {text!r} as a memory size; use e.g. 80GiB, "
+                        "40GB or 512MiB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """Sizes read from the model's config and its meta-device instance."""
+    params: int
+    root_params: int  # embeddings, head, final norm: FSDP2's root unit
+    layer_params: int  # one decoder layer
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+
+
+def model_facts(config: TrainConfig) -> ModelFacts:
+    """Build the configured causal LM on the meta device (no weights read) and count."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = config.init_from or config.model
+    if source is not None:
+        if not Path(source, "config.json").is_file():
+            raise PlanError(f"{source} is not a Hugging Face model directory (no config.json); "
+                            "point init_from or model at one (e.g. the base model of a "
+                            "Stage-1 run not made yet) or give model_config.*=...")
+        hf_config = AutoConfig.from_pretrained(source, local_files_only=True)
+    else:
+        spec = dict(config.model_config)
+        try:
+            hf_config = AutoConfig.for_model(spec.pop("model_type", "qwen2"), **spec)
+        except (ValueError, TypeError) as err:
+            raise PlanError(f"model_config: {err}") from err
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(hf_config)
+    layers = lm.get_decoder().layers
+    params = sum(p.numel() for p in lm.parameters())
+    layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
+    text = hf_config.get_text_config()
+    return ModelFacts(params=params, root_params=params - layer_params * len(layers),
+                      layer_params=layer_params, hidden=text.hidden_size,
+                      intermediate=text.intermediate_size, layers=len(layers),
+                      vocab=text.vocab_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    parts: dict[str, int]  # device bytes of the training step, by component
+    host_parts: dict[str, int]  # what cpu_offload moves to host memory
+    reference_phase: int | None  # device peak of the cached reference's scoring pass
+    peak: int
+
+
+def saved_activation_bytes(f: ModelFacts, tokens: int, width: int, checkpointing: bool) -> int:
+    """Autograd's saved tensors of the decoder's forward: (9H + 4I) per token and layer (one
+    H, the layer input, with checkpointing) plus the final norm's input and output (2H)."""
+    per_token_layer = f.hidden if checkpointing else 9 * f.hidden + 4 * f.intermediate
+    return tokens * (f.layers * per_token_layer + 2 * f.hidden) * width
+
+
+def _activation_bytes(f: ModelFacts, config: TrainConfig, tokens: int, rows: int,
+                      width: int, device: str) -> int:
+    saved = saved_activation_bytes(f, tokens, width, config.activation_checkpointing)
+    if config.activation_checkpointing:  # one layer recomputed in the backward
+        saved += tokens * (9 * f.hidden + 4 * f.intermediate) * width
+    in_flight = tokens * 2 * (f.hidden + f.intermediate) * width
+    flash = device == "cuda" and config.attn_implementation in ("auto", "flash_attention_2")
+    mask = 0 if flash else rows * (tokens // rows) ** 2
+    return saved + in_flight + mask
+
+
+def _loss_bytes(f: ModelFacts, config: TrainConfig, tokens: int, width: int,
+                device: str) -> int:
+    vh = f.vocab * f.hidden
+    single = config.loss_single_pass and config.loss != "sft"
+    buffers = 4 * tokens * f.hidden + 4 * vh * (3 if single else 1)
+    if width < 4:  # fp32 copies of the 16-bit hidden states and head weight
+        buffers += 4 * tokens * f.hidden + 4 * vh
+    return buffers + LOSS_BLOCK_BYTES[device]
+
+
+def plan(config: TrainConfig, facts: ModelFacts, nproc: int = 1, device: str = "cuda",
+         trainable_params: int | None = None) -> Plan:
+    """The per-device breakdown of ``config`` on ``nproc`` processes of ``device``.
+    ``trainable_params``: fewer than all (LoRA adapters); default all."""
+    width = 4 if (config.dtype == "fp32" or (config.dtype == "auto" and device == "cpu")) else 2
+    trainable = facts.params if trainable_params is None else trainable_params
+    rows = config.micro_batch_size * (1 if config.loss == "sft" else 2)
+    tokens = rows * config.max_length
+    sharded = {"weights": 4 * facts.params // nproc,
+               "gradients": 4 * trainable // nproc,
+               "optimizer (AdamW)": 8 * trainable // nproc}
+    host = dict(sharded) if config.cpu_offload else {}
+    device_static = {} if config.cpu_offload else dict(sharded)
+    gathered = width * (facts.root_params + 2 * facts.layer_params)
+    activations = _activation_bytes(facts, config, tokens, rows, width, device)
+    loss = _loss_bytes(facts, config, tokens, width, device)
+    online_ref = 4 * facts.params // nproc if (config.loss == "dpo"
+                                               and config.reference == "online") else 0
+    runtime = CPU_RUNTIME_BYTES if device == "cpu" else GPU_RUNTIME_BYTES
+    parts = {"runtime": runtime, **device_static, "gathered weights (FSDP2)": gathered,
+             "activations": activations, "fused loss": loss}
+    if online_ref:
+        parts["reference (online)"] = online_ref
+    accumulating = config.global_batch_size > config.micro_batch_size * nproc
+    grads = parts.get("gradients", 0)
+    step_peak = sum(parts.values())
+    if not accumulating:  # gradients arrive as the activations are freed
+        step_peak -= min(grads, activations)
+    reference_phase = None
+    if config.loss == "dpo" and config.reference == "cached":
+        # before training: policy and reference weights, no gradients or optimizer state
+        reference_phase = (runtime + 2 * parts.get("weights", 0) + gathered
+                           + tokens * (3 * facts.hidden + 2 * (facts.hidden + facts.intermediate))
+                           * width + LOSS_BLOCK_BYTES[device] + 4 * tokens * facts.hidden)
+    peak = max(step_peak, reference_phase or 0)
+    return Plan(parts=parts, host_parts=host, reference_phase=reference_phase, peak=peak)
+
+
+def lora_trainable_params(facts: ModelFacts, rank: int = 16) -> int:
+    """Adapter parameters of rank ``rank`` on every attention and MLP projection of a
+    Qwen2/Llama layer: r (in + out) per projection."""
+    h, i, kv = facts.hidden, facts.intermediate, facts.hidden  # upper bound for k/v outputs
+    per_layer = rank * ((h + h) * 2 + (h + kv) * 2 + (h + i) * 3)
+    return per_layer * facts.layers
+
+
+def suggestions(config: TrainConfig, facts: ModelFacts, nproc: int, device: str,
+                budget: int) -> list[tuple[str, int]]:
+    """Changes that each lower the peak, cumulative, in the order tried, with the predicted
+    peak after each; stops at the first that fits."""
+    steps: list[tuple[str, dict, int | None]] = []
+    if not config.activation_checkpointing:
+        steps.append(("activation_checkpointing=true", {"activation_checkpointing": True}, None))
+    micro = config.micro_batch_size
+    while micro > 1:
+        micro //= 2
+        steps.append((f"micro_batch_size={micro}", {"micro_batch_size": micro}, None))
+    if config.loss_single_pass:
+        steps.append(("loss_single_pass=false", {"loss_single_pass": False}, None))
+    if config.loss == "dpo" and config.reference == "online":
+        steps.append(("reference=cached", {"reference": "cached"}, None))
+    if not config.cpu_offload:
+        steps.append(("cpu_offload=true", {"cpu_offload": True}, None))
+    steps.append(("lora_r=16 (LoRA adapters on all projections)", {},
+                  lora_trainable_params(facts)))
+    out, current, trainable = [], config, None
+    for text, change, lora in steps:
+        current = dataclasses.replace(current, **change)
+        trainable = lora if lora is not None else trainable
+        peak = plan(current, facts, nproc, device, trainable).peak
+        out.append((text, peak))
+        if peak <= budget:
+            break
+    return out
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:8.2f} GiB"
+
+
+def report(config: TrainConfig, facts: ModelFacts, result: Plan, budget: int, nproc: int,
+           device: str) -> str:
+    tokens = config.micro_batch_size * config.max_length * (1 if config.loss == "sft" else 2)
+    lines = [f"model: {facts.params / 1e6:.1f}M parameters (H={facts.hidden}, "
+             f"I={facts.intermediate}, L={facts.layers}, V={facts.vocab}); loss {config.loss}, "
+             f"{tokens} tokens per micro-batch (micro_batch_size={config.micro_batch_size}, "
+             f"max_length={config.max_length}), {nproc} process(es) on {device}",
+             "", "per device:"]
+    lines += [f"  {name:<28}{_gib(size)}" for name, size in result.parts.items()]
+    if result.host_parts:
+        lines.append("  in host memory (cpu_offload): "
+                     + ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in result.host_parts.items()))
+    if result.reference_phase is not None:
+        lines.append(f"  {'cached-reference pass':<28}{_gib(result.reference_phase)}"
+                     "  (before training)")
+    verdict = "fits" if result.peak <= budget else "does NOT fit"
+    lines += [f"  {'peak':<28}{_gib(result.peak)}", "",
+              f"{verdict} in {budget / GiB:.2f} GiB per device"]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="redi plan", description=(
+        "predict the peak memory per device of a redi sft/train run, without loading "
+        "weights; print the breakdown, whether it fits and what would make it fit"))
+    p.add_argument("--config", help="a YAML recipe (e.g. recipes/tiny_redi.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any training config key")
+    p.add_argument("--gpu-memory", default="80GiB",
+                   help="memory per device, e.g. 80GiB, 40GB (default 80GiB)")
+    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) sharing the model")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="plan for GPUs (bf16 with dtype=auto) or CPU processes (fp32)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        budget = parse_size(args.gpu_memory)
+        if args.nproc < 1:
+            raise PlanError(f"--nproc must be >= 1, got {args.nproc}")
+        config = build_config(args.config, args.overrides, data="builtin")  # data is not read
+        facts = model_facts(config)
+    except (ConfigError, PlanError, OSError) as err:
+        print(f"redi plan: {err}", file=sys.stderr)
+        return 2
+    result = plan(config, facts, args.nproc, args.device)
+    print(report(config, facts, result, budget, args.nproc, args.device))
+    if result.peak > budget:
+        tried = suggestions(config, facts, args.nproc, args.device, budget)
+        print("\nto fit, try (cumulative):")
+        for text, peak in tried:
+            mark = "fits" if peak <= budget else ""
+            print(f"  + {text:<48}{_gib(peak)}  {mark}".rstrip())
+        if tried and tried[-1][1] > budget:
+            print("  still too large: more processes (--nproc), a shorter max_length or a "
+                  "larger device")
+        return 1
+    return 0

@@ -88,3 +88,14 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_table_labels_follow_the_recipes_alpha(monkeypatch):
+    from redi.demo import run
+
+    assert run.label("redi") == "REDI (alpha 0.8)"
+    assert run.label("sft_continued") == "continued SFT (alpha 0)"
+    values = {("redi", "alpha"): 0.5}
+    monkeypatch.setattr(run, "recipe_value", lambda method, key: values[(method, key)])
+    assert run.label("redi") == "REDI (alpha 0.5)"
+    assert run.label("dpo") == "DPO"

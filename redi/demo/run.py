@@ -51,8 +51,9 @@ LR_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
 PLATEAU_POINTS = 3
 PLATEAU_TOLERANCE = 0.02
 TEST_TEMPERATURE = 0.6
-LABELS = {"sft": "SFT only (Stage 1)", "sft_continued": "continued SFT (alpha 0)",
-          "redi": "REDI (alpha 0.8)", "redi_symmetric": "symmetric REDI (alpha 1)",
+# Table labels; "{alpha}" is filled from the method's recipe (label()).
+LABELS = {"sft": "SFT only (Stage 1)", "sft_continued": "continued SFT (alpha {alpha})",
+          "redi": "REDI (alpha {alpha})", "redi_symmetric": "symmetric REDI (alpha {alpha})",
           "dpo": "DPO", "simpo": "SimPO"}
 COLORS = {"sft_continued": "tab:gray", "redi": "tab:red", "redi_symmetric": "tab:orange",
           "dpo": "tab:blue", "simpo": "tab:green"}
@@ -88,6 +89,13 @@ def recipe_value(method: str, key: str):
     from redi.train.config import build_config
 
     return getattr(build_config(RECIPES / f"tiny_{method}.yaml"), key)
+
+
+def label(method: str) -> str:
+    """The method's name in tables and plots, with the alpha its recipe trains with."""
+    if "{alpha}" not in LABELS[method]:
+        return LABELS[method]
+    return LABELS[method].format(alpha=f"{recipe_value(method, 'alpha'):g}")
 
 
 def _done(run: Path) -> bool:
@@ -310,7 +318,7 @@ def results_table(results: dict) -> str:
         per_seed = ", ".join(f"{100 * p:.1f} ± {100 * se:.1f}"
                              for p, se in zip(m["pass1"], m["pass1_se"], strict=True))
         lr = f"{m['lr']:g}" if m["lr"] is not None else "-"
-        lines.append(f"| {LABELS[name]} | {lr} | {100 * m['mean']:.1f} ± "
+        lines.append(f"| {label(name)} | {lr} | {100 * m['mean']:.1f} ± "
                      f"{100 * m['spread']:.1f} | {per_seed} | {m['seeds']} |")
     lines += ["", "| paired difference (test) | diff (points) | SE | beyond 2 SE? | seeds |",
               "|---|---|---|---|---|"]
@@ -324,7 +332,7 @@ def results_table(results: dict) -> str:
                   " | ".join(f"lr {lr}" for lr in rates) + " |", "|---|" + "---|" * len(rates)]
         for name, points in results["sweep"].items():
             cells = [" / ".join(f"{100 * v:.1f}" for v in points[lr]) for lr in rates]
-            lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
     plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'}"
                          for s, v in results["stage1"].items())
     lines += ["", f"Task {results['task']!r}, seeds {seeds}, k = {results['size']['samples']} "
@@ -350,7 +358,7 @@ def plot_curves(path: Path, results: dict) -> Path:
             xs, ys = zip(*points, strict=True)
             lr = results["methods"][method]["lr"]
             ax.plot(xs, [100 * y for y in ys], marker="o", color=COLORS[method], alpha=0.8,
-                    label=f"{LABELS[method]}, lr {lr:g}" if i == 0 else None)
+                    label=f"{label(method)}, lr {lr:g}" if i == 0 else None)
     ax.set_xlabel("Stage-2 step")
     ax.set_ylabel("validation greedy accuracy %")
     ax.set_title(f"task {results['task']!r}, seeds {results['seeds']} (step 0: Stage 1)")

@@ -85,7 +85,8 @@ def _options(args):
     problems = load_benchmark(args.data, args.benchmark)[: args.limit]
     # the model directory's faults first, as the only line of output
     check_model_dir(args.model)
-    check_round_trip(load_tokenizer(args.model), [p.problem for p in problems])
+    tokenizer = load_tokenizer(args.model)
+    check_round_trip(tokenizer, [p.problem for p in problems])
     style, think, origin = default_prompt(args.model, benchmark)
     if args.prompt is not None:
         style, origin = args.prompt, "--prompt"
@@ -95,7 +96,7 @@ def _options(args):
     max_new_tokens, message = args.max_new_tokens, None
     context = model_context(args.model)
     if context is not None:
-        formatter = Formatter(load_tokenizer(args.model), prompt_style=style)
+        formatter = Formatter(tokenizer, prompt_style=style)
         longest = max(len(formatter.encode_prompt(p.problem, think)) for p in problems)
         max_new_tokens, message = cap_new_tokens(args.max_new_tokens, context, longest)
     if message:

@@ -96,7 +96,16 @@ def test_breakdown_arithmetic():
     assert one.parts["gradients"] == 4 * facts.params
     assert one.parts["optimizer (AdamW)"] == 8 * facts.params
     assert four.parts["optimizer (AdamW)"] == 8 * facts.params // 4
-    assert one.peak == sum(one.parts.values())  # 2 micro-batches: gradients accumulate
+    assert one.peak == max(sum(one.parts.values()),  # 2 micro-batches: gradients accumulate
+                           one.optimizer_phase)
+    # a logged optimizer step: runtime, weights, gradients, moments, the update snapshot and
+    # the per-tensor AdamW temporaries of the largest parameter (CPU) or of all (CUDA)
+    runtime = one.parts["runtime"]
+    assert facts.largest_param == facts.vocab * facts.hidden  # the (tied) embedding
+    assert one.optimizer_phase == runtime + 20 * facts.params + 8 * facts.largest_param
+    assert four.optimizer_phase == runtime + (20 * facts.params + 8 * facts.largest_param) // 4
+    cuda = plan(config, facts, 1, "cuda")
+    assert cuda.optimizer_phase == cuda.parts["runtime"] + 24 * facts.params
     # one micro-batch per step: the gradients replace the activations, they do not add
     single = plan(_config("global_batch_size=2"), facts, 1, "cpu")
     assert single.peak == sum(single.parts.values()) - min(single.parts["gradients"],
@@ -107,11 +116,19 @@ def test_breakdown_arithmetic():
     offload = plan(_config("cpu_offload=true"), facts, 1, "cpu")
     assert "optimizer (AdamW)" not in offload.parts
     assert offload.host_parts["optimizer (AdamW)"] == 8 * facts.params
+    assert offload.optimizer_phase == offload.parts["runtime"]  # the step runs on the host
     vh = 4 * facts.vocab * facts.hidden
     single_pass = plan(_config("loss_single_pass=true"), facts, 1, "cpu")
     assert single_pass.parts["fused loss"] - one.parts["fused loss"] == 2 * vh
-    gpu = plan(config, facts, 1, "cuda")  # bf16: half the activations, the 512 MiB block
-    assert gpu.parts["fused loss"] > one.parts["fused loss"] + 400 * MiB
+    # the logits block: 4 n V bytes up to its cap (64 MiB CPU, 512 MiB Triton); bf16 on GPU
+    # adds fp32 copies of the hidden states and the head
+    tokens = 2 * 2 * 128  # 2 pairs of max_length 128
+    assert one.parts["fused loss"] == 4 * tokens * (facts.hidden + facts.vocab) + vh
+    n = 4 * 65536  # 2 pairs of 65536 tokens: both blocks at their caps
+    cpu_long, gpu_long = (plan(_config("max_length=65536"), facts, 1, device)
+                          for device in ("cpu", "cuda"))
+    assert gpu_long.parts["fused loss"] - cpu_long.parts["fused loss"] == (
+        448 * MiB + 4 * n * facts.hidden + vh)
     online = plan(_config("loss=dpo", "reference=online"), facts, 2, "cpu")
     assert online.parts["reference (online)"] == 4 * facts.params // 2
     cached = plan(_config("loss=dpo"), facts, 1, "cpu")

@@ -255,6 +255,9 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                     f"step {step + 1}: the optimizer step made parameters non-finite (lr "
                     f"{scheduler.get_last_lr()[0]}, grad norm {grad_norm}). Last good "
                     f"checkpoint: {kept[-1] if kept else 'none'}")
+            # compare now and drop the snapshot: it must not live through the next step
+            moved = update_norm(before, model) if logged else None
+            del before
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -262,7 +265,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
             elapsed = time.perf_counter() - started
             if logged:
                 log.step(step, {**reduced, "lr": scheduler.get_last_lr()[0],
-                                "update_norm": update_norm(before, model),
+                                "update_norm": moved,
                                 "grad_norm": grad_norm, "tokens_per_s": reduced["tokens"] /
                                 elapsed, "tokens_seen": tokens_seen,
                                 "peak_mem_gb": peak_memory_gb(env.device),

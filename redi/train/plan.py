@@ -22,25 +22,33 @@ MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the
   and, for padded batches without flash-attn, the boolean [rows, T, T] attention mask;
 * fused loss (``kernels/``): the fp32 dx buffer (4 n H), the fp32 dW accumulator (4 V H;
   three such [V, H] buffers with ``loss_single_pass``), fp32 copies of 16-bit inputs, and one
-  bounded block of logits (64 MiB on the CPU path, 512 MiB with the Triton kernels);
+  block of logits (at most 64 MiB on the CPU path, 512 MiB with the Triton kernels);
 * DPO reference: ``online`` keeps a second sharded fp32 copy (4 P / W) for the whole run;
   ``cached`` loads it only for the scoring pass before training (its own phase below);
 * runtime: what the process holds besides tensors (CPU: Python, torch, transformers and the
-  gloo group, measured at 0.45 GiB resident; GPU: the CUDA context and NCCL, estimated).
+  gloo group, measured at 0.65 GiB peak resident on a tiny model; GPU: the CUDA context and
+  NCCL, estimated);
+* a logged step's optimizer step (after the backward, without activations): weights,
+  gradients, moments, the snapshot ``update_norm`` compares against (4 P_t / W) and AdamW's
+  temporaries (all second moments' square roots at once on CUDA, one tensor's on CPU).
 
-The peak is the larger of the two phases (the reference pass, the training step). In a
+The peak is the largest of the three phases (the reference pass, the forward and backward,
+the optimizer step). In a
 training step the gradients coexist with the activations when a step has several micro-
 batches (they accumulate); with one micro-batch per step the activations are gone when the
 last gradients arrive, so the step's peak is the larger of the two.
 
-Checked on CPU (``bench/plan_validation.py``, ``bench/results/cpu-2026-12-02/plan-
-validation.md``): against the peak RSS of ``redi train`` at three sizes of a small Qwen2 the
-plan was 17.6 %, 18.9 % and 6.1 % low; the activation term matches autograd's saved tensors
-(tests/test_plan.py), and the gap is mostly glibc keeping freed heap blocks resident: with
-``MALLOC_MMAP_THRESHOLD_=65536`` the errors were -8.9 %, +2.8 %, +1.2 %. Read a CPU plan as
-a lower bound. Untested (no GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the
-Triton block size, FSDP2's all-gather and reduce-scatter buffers under NCCL, the CUDA context
-and allocator fragmentation, CPU offload, more than one process.
+Checked on CPU (``bench/plan_validation.py``, ``bench/results/cpu-2026-12-03/plan-
+validation.md``): against the peak RSS of ``redi train`` at four sizes of a small Qwen2 (a
+30k-parameter one that measures the runtime, then activation-, balanced- and weight-
+dominated) the plan was -0.7 %, +1.4 %, +1.9 %, +0.3 % off with
+``MALLOC_MMAP_THRESHOLD_=65536`` (freed blocks leave the resident set) and -0.7 %, -6.1 %,
+-13.3 %, -9.5 % with glibc's default allocator, which keeps freed heap blocks resident; the
+activation term matches autograd's saved tensors (tests/test_plan.py). Read a CPU plan as a
+slight lower bound. Untested (no GPU here): the bf16 activation sizes (RMSNorm's fp32
+upcasts), the Triton block size, FSDP2's all-gather and reduce-scatter buffers under NCCL,
+AdamW's multi-tensor temporaries, the CUDA context and allocator fragmentation, CPU offload,
+more than one process.
 """
 
 from __future__ import annotations
@@ -53,7 +61,9 @@ import sys
 from redi.train.config import ConfigError, TrainConfig, build_config
 
 GiB, MiB = 2**30, 2**20
-CPU_RUNTIME_BYTES = int(0.45 * GiB)  # resident set of a `redi train` process before the model
+# peak resident set of `redi train` on a 30k-parameter model (bench/plan_validation.py's first
+# case): Python, torch, transformers, datasets, the gloo group, autograd's and oneDNN's buffers
+CPU_RUNTIME_BYTES = int(0.65 * GiB)
 GPU_RUNTIME_BYTES = 1 * GiB  # CUDA context + NCCL buffers (estimate; not measured here)
 LOSS_BLOCK_BYTES = {"cpu": 64 * MiB, "cuda": 512 * MiB}  # kernels/{torch,triton}_impl.py
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -85,6 +95,7 @@ class ModelFacts:
     intermediate: int
     layers: int
     vocab: int
+    largest_param: int = 0  # elements of the largest parameter tensor (the embedding)
 
 
 def model_facts(config: TrainConfig) -> ModelFacts:
@@ -116,7 +127,8 @@ def model_facts(config: TrainConfig) -> ModelFacts:
     return ModelFacts(params=params, root_params=params - layer_params * len(layers),
                       layer_params=layer_params, hidden=text.hidden_size,
                       intermediate=text.intermediate_size, layers=len(layers),
-                      vocab=text.vocab_size)
+                      vocab=text.vocab_size,
+                      largest_param=max(p.numel() for p in lm.parameters()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +136,7 @@ class Plan:
     parts: dict[str, int]  # device bytes of the training step, by component
     host_parts: dict[str, int]  # what cpu_offload moves to host memory
     reference_phase: int | None  # device peak of the cached reference's scoring pass
+    optimizer_phase: int  # device peak of the optimizer step of a logged step
     peak: int
 
 
@@ -152,7 +165,7 @@ def _loss_bytes(f: ModelFacts, config: TrainConfig, tokens: int, width: int,
     buffers = 4 * tokens * f.hidden + 4 * vh * (3 if single else 1)
     if width < 4:  # fp32 copies of the 16-bit hidden states and head weight
         buffers += 4 * tokens * f.hidden + 4 * vh
-    return buffers + LOSS_BLOCK_BYTES[device]
+    return buffers + min(LOSS_BLOCK_BYTES[device], 4 * tokens * f.vocab)
 
 
 def plan(config: TrainConfig, facts: ModelFacts, nproc: int = 1, device: str = "cuda",
@@ -189,8 +202,25 @@ def plan(config: TrainConfig, facts: ModelFacts, nproc: int = 1, device: str = "
         reference_phase = (runtime + 2 * parts.get("weights", 0) + gathered
                            + tokens * (3 * facts.hidden + 2 * (facts.hidden + facts.intermediate))
                            * width + LOSS_BLOCK_BYTES[device] + 4 * tokens * facts.hidden)
-    peak = max(step_peak, reference_phase or 0)
-    return Plan(parts=parts, host_parts=host, reference_phase=reference_phase, peak=peak)
+    optimizer_phase = _optimizer_phase_bytes(facts, config, trainable, nproc, device, runtime,
+                                             device_static)
+    peak = max(step_peak, reference_phase or 0, optimizer_phase)
+    return Plan(parts=parts, host_parts=host, reference_phase=reference_phase,
+                optimizer_phase=optimizer_phase, peak=peak)
+
+
+def _optimizer_phase_bytes(f: ModelFacts, config: TrainConfig, trainable: int, nproc: int,
+                           device: str, runtime: int, device_static: dict[str, int]) -> int:
+    """A logged step's optimizer step: weights, gradients and moments, the snapshot of the
+    trained parameters ``update_norm`` compares against (4 P_t / W), and AdamW's temporaries:
+    on CUDA the multi-tensor path takes sqrt of every second moment at once (4 P_t / W), on
+    CPU the per-tensor path two temporaries of the largest parameter (8 x its elements / W).
+    With ``cpu_offload`` all of it is host memory."""
+    if config.cpu_offload:
+        return runtime
+    snapshot = 4 * trainable // nproc
+    temporaries = 4 * trainable // nproc if device == "cuda" else 8 * f.largest_param // nproc
+    return runtime + sum(device_static.values()) + snapshot + temporaries
 
 
 def lora_trainable_params(facts: ModelFacts, rank: int = 16) -> int:
@@ -247,6 +277,8 @@ def report(config: TrainConfig, facts: ModelFacts, result: Plan, budget: int, np
     if result.host_parts:
         lines.append("  in host memory (cpu_offload): "
                      + ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in result.host_parts.items()))
+    lines.append(f"  {'optimizer step (logged)':<28}{_gib(result.optimizer_phase)}"
+                 "  (after the backward: weights, gradients, moments, update snapshot)")
     if result.reference_phase is not None:
         lines.append(f"  {'cached-reference pass':<28}{_gib(result.reference_phase)}"
                      "  (before training)")

@@ -25,18 +25,25 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
+def _trained(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [_local(p.detach()) for p in model.parameters() if p.requires_grad]
+
+
 def parameter_snapshot(model: torch.nn.Module) -> list[torch.Tensor]:
-    """A copy of this process's parameter shards (to measure the next update)."""
-    return [_local(p.detach()).clone() for p in model.parameters()]
+    """A copy of this process's shards of the trained parameters (to measure the next
+    update; frozen ones do not move). Costs one more copy of them until ``update_norm``."""
+    return [p.clone() for p in _trained(model)]
 
 
 def update_norm(before: list[torch.Tensor], model: torch.nn.Module) -> float:
-    """|| theta_after - theta_before ||_2 over every process's shards (collective)."""
-    params = [_local(p.detach()) for p in model.parameters()]
+    """|| theta_after - theta_before ||_2 over every process's shards (collective). The
+    difference of two nearby floats is exact, so each tensor's norm is taken in its own
+    dtype (one temporary of its size, no float64 copies) and only summed in float64."""
+    params = _trained(model)
     device = params[0].device if params else torch.device("cpu")
     square = torch.zeros((), dtype=torch.float64, device=device)
     for old, new in zip(before, params, strict=True):
-        square += (new.double() - old.double()).square().sum()
+        square += torch.linalg.vector_norm(new - old).double().square()
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(square)
     return float(square.sqrt())

@@ -11,7 +11,9 @@ loss, for each implementation of ``IMPLS``:
   ``predicted_max_seq_len``, the budget divided along the line through the two longest
   probes (an extrapolation from measured peaks, labelled as such, not a measurement);
 * time per token at ``common_len`` (median of the settings' repeats, interleaved rounds),
-  measured first; each row is also printed as a JSON line as soon as it is complete.
+  measured first, with the 3-matmul floor (logits, dx, dW as plain GEMMs on the same shapes:
+  what any exact implementation must compute) timed in the same rounds; each row is also
+  printed as a JSON line as soon as it is complete.
 
 Liger-Kernel has no REDI loss, and its per-token fused cross-entropy is CUDA-only: its row
 is its chunked SimPO (eager), whose chunk is one pair's whole [2T, V] logits, like any of
@@ -41,6 +43,7 @@ IMPLS = {
     "torch linear_cross_entropy": ("redi", "torch linear_cross_entropy"),
 }
 CCE = "cut-cross-entropy[torch_compile]"
+FLOOR = "3-matmul floor"  # x W^T, dz W, dz^T x on the same shapes: timed, not searched
 
 
 
@@ -72,6 +75,7 @@ def _cases(settings: Settings, shape: HeadShape, seq_len: int):
     every = loss_cases(hidden, weight, labels, backends=("auto",), liger_compiled=(False,),
                        cce_impls=cce)
     builds = {label: every[key] for label, key in IMPLS.items() if key in every}
+    builds[FLOOR] = every[("floor", "3 matmuls")]
     return builds, (hidden, weight)
 
 
@@ -177,14 +181,18 @@ def _time_per_token(settings, shape, labels) -> dict:
 def run(settings: Settings) -> list[dict]:
     shape = head_shape(settings)
     runnable = [label for label in IMPLS if _missing(label, shape) is None]
-    timed = _time_per_token(settings, shape, runnable)
+    timed = _time_per_token(settings, shape, [*runnable, FLOOR])
     print("head: time per token", json.dumps(timed), flush=True)
     rows = []
     for label in IMPLS:
         rows.append(dict(_longest(settings, shape, label), **timed.get(label, {})))
         print("head:", json.dumps(rows[-1]), flush=True)
+    rows.append(dict(section="head", loss="redi", impl=FLOOR, hidden=shape.hidden,
+                     vocab=shape.vocab, budget_bytes=shape.budget, status="ok",
+                     error="timed only: it holds the whole [2T, V] logits", **timed[FLOOR]))
     add_ratios(rows, "naive", lambda r: r["impl"] == "naive", match=("loss",),
                keys=("max_seq_len", "time_s"))
+    add_ratios(rows, "floor", lambda r: r["impl"] == FLOOR, match=("loss",), keys=("time_s",))
     return rows
 
 
@@ -204,4 +212,5 @@ SECTION = Section(
              Column("extrapolated T", "predicted_max_seq_len"), PEAK,
              Column("ms/token", "ms_per_token", "{:.2f}"), MS,
              Column("time x naive", "time_s_vs_naive", "{:.2f}"),
+             Column("time x floor", "time_s_vs_floor", "{:.2f}"),
              Column("error", "error", left=True)))

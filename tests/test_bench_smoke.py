@@ -61,6 +61,9 @@ def test_quick_run_writes_complete_results(tmp_path):
         assert r["peak_bytes"] <= r["budget_bytes"], r
     assert head["ours"]["max_seq_len"] >= head["naive"]["max_seq_len"]
     assert head["cut-cross-entropy[torch_compile]"]["status"] == "skipped"  # not in --quick
+    floor = head["3-matmul floor"]
+    assert _positive(floor["ms_per_token"]) and floor["time_s_vs_floor"] == 1.0
+    assert head["ours"]["time_s_vs_floor"] == head["ours"]["time_s"] / floor["time_s"]
 
 
 def test_results_go_outside_the_source_tree_by_default():

@@ -27,6 +27,11 @@ def test_quick_demo_every_row_and_a_resuming_rerun(tmp_path, capsys):
     assert results["methods"]["sft_continued"]["alpha"] == 0.0
     assert set(results["sweep"]) == set(METHODS[1:])
     assert all(set(points) == {"0.001"} for points in results["sweep"].values())
+    logged = [json.loads(line) for line in
+              (tmp_path / "seed0" / "redi" / "lr0.001" / "metrics.jsonl").open()]
+    assert results["sweep_chosen_logp_avg"]["redi"]["0.001"] == [logged[-1]["chosen_logps_avg"]]
+    assert all(v[0] < 0 for points in results["sweep_chosen_logp_avg"].values()
+               for v in points.values())
     assert {"diff", "se"} <= set(results["paired"]["redi_minus_sft_continued"])
     assert set(results["curves"]) == set(METHODS[1:])
     assert results["stage1"]["0"]["curve"] and "plateau" in results["stage1"]["0"]
@@ -35,6 +40,7 @@ def test_quick_demo_every_row_and_a_resuming_rerun(tmp_path, capsys):
     table = (tmp_path / "results.md").read_text()
     assert "| continued SFT (alpha 0) |" in table and "| REDI (alpha 0.8) |" in table
     assert "redi − sft_continued" in table
+    assert "chosen traces' log-prob per token" in table
     assert (tmp_path / "stage2_curves.png").stat().st_size > 10_000
     capsys.readouterr()
     final = tmp_path / "seed0" / "redi" / "lr0.001" / "final" / "model.safetensors"

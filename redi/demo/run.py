@@ -47,7 +47,7 @@ from redi.demo import stats
 RECIPES = importlib.resources.files("redi.recipes")
 METHODS = ("sft", "sft_continued", "redi", "redi_symmetric", "dpo", "simpo")
 BASIC = ("sft_continued", "redi")  # Stage-2 methods of a plain `make demo`
-LR_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
+LR_GRID = (1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)  # paper: Stage 2 at 1/50 of Stage 1 (4e-5 here)
 PLATEAU_POINTS = 3
 PLATEAU_TOLERANCE = 0.02
 TEST_TEMPERATURE = 0.6
@@ -64,8 +64,8 @@ class DemoSize:
     problems: int = builtin_task.DEFAULT_PROBLEMS  # training problems (teacher rows)
     validation: int = builtin_task.DEFAULT_VALIDATION
     test: int = builtin_task.DEFAULT_TEST
-    stage1_epochs: float = 3.0
-    stage1_points: int = 4  # validation checkpoints over Stage 1 (the plateau rule)
+    stage1_epochs: float = 24.0  # train loss ~0.002 at the end; validation curve in results
+    stage1_points: int = 8  # validation checkpoints over Stage 1 (the plateau rule)
     stage2_epochs: float = 1.0
     stage2_points: int = 3  # checkpoints over Stage 2 (the curves)
     samples: int = 4  # k for the test table
@@ -187,6 +187,13 @@ def stage2(root: Path, data: Path, seed: int, method: str, lr: float, size: Demo
     return run
 
 
+def final_chosen_logp(run: Path) -> float:
+    """The chosen traces' per-token log-prob lp(y_w)/|y_w| the run logged last: how far a
+    Stage-2 method pushed the correct traces down (the paper's sign of collapse)."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    return records[-1]["chosen_logps_avg"]
+
+
 def choose_lrs(sweep: dict[str, dict[float, list[float]]]) -> dict[str, float]:
     """Per method, the rate with the best mean validation accuracy (ties: the smaller)."""
     return {m: max(sorted(points), key=lambda lr: sum(points[lr]) / len(points[lr]))
@@ -226,7 +233,7 @@ def _commit() -> str:
 
 def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], size: DemoSize,
              task: str = builtin_task.DEFAULT_TASK, grid: tuple[float, ...] | None = None,
-             sweep_seeds: int = 1, compare_seeds: int | None = None,
+             compare_seeds: int | None = None,
              command: str = "redi demo") -> dict:
     """The whole job (module docstring); returns the results dict also written to OUT."""
     from transformers.utils import logging as hf_logging
@@ -242,8 +249,9 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
     seeds_of = {m: seeds if m in ("sft", *BASIC) or compare_seeds is None
                 else seeds[:compare_seeds] for m in ("sft", *stage2_methods)}
     grids = {m: list(grid) if grid else [recipe_value(m, "lr")] for m in stage2_methods}
-    sweep_seeds = seeds[:sweep_seeds] if grid else []
+    sweep_seeds = seeds if grid else []  # every seed sweeps the whole grid
     first, sweep = {}, {m: {lr: [] for lr in grids[m]} for m in stage2_methods}
+    chosen_logp = {m: {lr: [] for lr in grids[m]} for m in stage2_methods}
     for seed in sweep_seeds:  # every grid point, on validation
         root = out / f"seed{seed}"
         print(f"[demo] seed {seed}: Stage 1", flush=True)
@@ -253,6 +261,7 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
                 print(f"[demo] seed {seed}: Stage 2 {method} lr {lr:g} (sweep)", flush=True)
                 run = stage2(root, data, seed, method, lr, size)
                 sweep[method][lr].append(evaluator.validation(run / "final", run / "val_eval"))
+                chosen_logp[method][lr].append(final_chosen_logp(run))
     chosen = choose_lrs(sweep) if sweep_seeds else {m: grids[m][0] for m in stage2_methods}
     for seed in seeds[len(sweep_seeds):]:  # the chosen rates only
         root = out / f"seed{seed}"
@@ -276,6 +285,8 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
         "methods": {m: _method_entry(m, chosen.get(m), scores[m], seeds_of[m]) for m in scores},
         "sweep": {m: {f"{lr:g}": v for lr, v in points.items()} for m, points in sweep.items()
                   if sweep_seeds},
+        "sweep_chosen_logp_avg": {m: {f"{lr:g}": v for lr, v in points.items()}
+                                  for m, points in chosen_logp.items() if sweep_seeds},
         "selection": {"rule": "per Stage-2 method, the learning rate with the best mean "
                               "validation greedy accuracy (final model) over the sweep seeds; "
                               "ties: the smaller rate; test never used",
@@ -333,14 +344,21 @@ def results_table(results: dict) -> str:
         for name, points in results["sweep"].items():
             cells = [" / ".join(f"{100 * v:.1f}" for v in points[lr]) for lr in rates]
             lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
-    plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'}"
+        lines += ["", "| chosen traces' log-prob per token at the end of Stage 2 (sweep) | " +
+                  " | ".join(f"lr {lr}" for lr in rates) + " |", "|---|" + "---|" * len(rates)]
+        for name, points in results["sweep_chosen_logp_avg"].items():
+            cells = [" / ".join(f"{v:.3f}" for v in points[lr]) for lr in rates]
+            lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+    plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'} ("
+                         + ", ".join(f"{100 * acc:.1f}" for _, acc in v["curve"]) + " %)"
                          for s, v in results["stage1"].items())
     lines += ["", f"Task {results['task']!r}, seeds {seeds}, k = {results['size']['samples']} "
               f"test samples per problem at temperature {TEST_TEMPERATURE} on "
               f"{results['size']['test']} problems; SE over problems; sweep cells: one value "
               f"per seed on {results['size']['validation']} validation problems; chosen "
               f"rates: {results['selection']['chosen']}. Stage-1 plateau "
-              f"({results['stage1'][str(seeds[0])]['rule']}): {plateaus}. "
+              f"({results['stage1'][str(seeds[0])]['rule']}; validation greedy accuracy at "
+              f"{results['size']['stage1_points']} evenly spaced checkpoints): {plateaus}. "
               f"Teacher data: {results['teacher']}."]
     return "\n".join(lines)
 

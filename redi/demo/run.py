@@ -364,13 +364,18 @@ def results_table(results: dict) -> str:
 
 
 def plot_curves(path: Path, results: dict) -> Path:
-    """One figure: validation greedy accuracy vs Stage-2 step, every method and seed."""
+    """One figure: validation greedy accuracy vs Stage-2 step of the chosen runs, every
+    method and seed; beside it, when there was a sweep, the final validation accuracy vs
+    learning rate (mean over the sweep seeds, bars: min to max), every method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sweep = results["sweep"]
+    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(13 if sweep else 7, 4.5),
+                             squeeze=False)
+    ax = axes[0][0]
     for method, per_seed in results["curves"].items():
         for i, points in enumerate(per_seed.values()):
             xs, ys = zip(*points, strict=True)
@@ -379,9 +384,27 @@ def plot_curves(path: Path, results: dict) -> Path:
                     label=f"{label(method)}, lr {lr:g}" if i == 0 else None)
     ax.set_xlabel("Stage-2 step")
     ax.set_ylabel("validation greedy accuracy %")
-    ax.set_title(f"task {results['task']!r}, seeds {results['seeds']} (step 0: Stage 1)")
+    ax.set_title(f"chosen rates; task {results['task']!r}, seeds {results['seeds']} "
+                 "(step 0: Stage 1)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if sweep:
+        ax = axes[0][1]
+        for method, points in sweep.items():
+            rates = sorted(points, key=float)
+            values = [[100 * v for v in points[lr]] for lr in rates]
+            mean = [sum(v) / len(v) for v in values]
+            ax.errorbar([float(lr) for lr in rates], mean, marker="o", capsize=3,
+                        yerr=[[m - min(v) for m, v in zip(mean, values, strict=True)],
+                              [max(v) - m for m, v in zip(mean, values, strict=True)]],
+                        color=COLORS[method], label=label(method))
+        ax.set_xscale("log")
+        ax.set_xlabel("Stage-2 learning rate")
+        ax.set_ylabel("validation greedy accuracy % (final model)")
+        seeds = results["selection"]["sweep_seeds"]
+        ax.set_title(f"the sweep: every rate, mean over seeds {seeds}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -9,7 +9,7 @@ import pytest
 
 from redi.data.builtin_task import verify
 from redi.demo import QUICK, main, run_demo
-from redi.demo.run import METHODS, choose_lrs
+from redi.demo.run import METHODS, choose_lrs, plateau
 from redi.demo.stats import paired_difference
 from redi.demo.teacher import TeacherSettings, build_teacher_rows
 
@@ -105,3 +105,14 @@ def test_table_labels_follow_the_recipes_alpha(monkeypatch):
     monkeypatch.setattr(run, "recipe_value", lambda method, key: values[(method, key)])
     assert run.label("redi") == "REDI (alpha 0.5)"
     assert run.label("dpo") == "DPO"
+
+
+def test_plateau_rule_is_gain_within_two_standard_errors():
+    # still rising: +12 points over the last 3 of 4 points, 2 SE = 6.2 points on 200 problems
+    rising = plateau([(16, 0.04), (32, 0.07), (48, 0.135), (63, 0.19)], 200)
+    assert not rising["plateau"] and rising["gain"] == pytest.approx(0.12)
+    assert rising["gain_se"] == pytest.approx(((0.07 * 0.93 + 0.19 * 0.81) / 200) ** 0.5)
+    flat = plateau([(390, 0.755), (455, 0.755), (504, 0.78)], 200)  # +2.5, 2 SE = 8.5
+    assert flat["plateau"]
+    assert not plateau([(390, 0.755), (455, 0.755), (504, 0.78)], 20_000)["plateau"]
+    assert plateau([(1, 0.5)], 200) == {"plateau": False, "gain": None, "gain_se": None}

@@ -6,8 +6,8 @@ accuracy beyond more SFT on the correct traces? The paper's claim, tested at toy
    contrast case), with disjoint train, validation and test problems.
 2. Stage 1, per seed: SFT of a tiny Qwen2 from scratch on the correct traces
    (``recipes/tiny_sft.yaml``) for ``stage1_epochs``; validation greedy accuracy at evenly
-   spaced checkpoints; Stage 1 has plateaued when the last ``PLATEAU_POINTS`` of them lie
-   within ``PLATEAU_TOLERANCE`` of each other (the rule's verdict is written to results).
+   spaced checkpoints; Stage 1 has plateaued when accuracy no longer improves beyond noise
+   (``plateau``; the rule's verdict is written to results).
 3. Stage 2, from that one checkpoint: ``sft_continued`` (REDI with alpha 0: SFT on the
    pairs' correct traces, same pairs, steps and batch), ``redi`` (alpha 0.8), and with
    ``--compare`` ``redi_symmetric`` (alpha 1), ``dpo``, ``simpo``; recipes
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,6 @@ METHODS = ("sft", "sft_continued", "redi", "redi_symmetric", "dpo", "simpo")
 BASIC = ("sft_continued", "redi")  # Stage-2 methods of a plain `make demo`
 LR_GRID = (1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)  # paper: Stage 2 at 1/50 of Stage 1 (4e-5 here)
 PLATEAU_POINTS = 3
-PLATEAU_TOLERANCE = 0.02
 TEST_TEMPERATURE = 0.6
 # Table labels; "{alpha}" is filled from the method's recipe (label()).
 LABELS = {"sft": "SFT only (Stage 1)", "sft_continued": "continued SFT (alpha {alpha})",
@@ -169,9 +169,21 @@ def stage1(root: Path, data: Path, seed: int, size: DemoSize, evaluator: Evaluat
                                  f"epochs={size.stage1_epochs}", f"save_every={every}",
                                  "keep_last=1000"])
     curve = checkpoint_curve(run, evaluator)
-    last = [acc for _, acc in curve[-PLATEAU_POINTS:]]
-    return {"curve": curve, "plateau": len(last) == PLATEAU_POINTS and
-            max(last) - min(last) <= PLATEAU_TOLERANCE}
+    return {"curve": curve, **plateau(curve, size.validation)}
+
+
+def plateau(curve: list[tuple[int, float]], problems: int) -> dict:
+    """Stage 1 has plateaued when validation accuracy no longer improves beyond noise: the
+    gain from the point ``PLATEAU_POINTS - 1`` checkpoints before the last to the last,
+    g = a_last - a_before, is at most 2 standard errors of that difference,
+    SE = sqrt((a_before (1 - a_before) + a_last (1 - a_last)) / n) on n validation problems.
+    (A fixed tolerance of a point or two fails on noise alone: one point's SE on 200
+    problems is about 3 points.)"""
+    if len(curve) < PLATEAU_POINTS:
+        return {"plateau": False, "gain": None, "gain_se": None}
+    before, last = curve[-PLATEAU_POINTS][1], curve[-1][1]
+    se = math.sqrt((before * (1 - before) + last * (1 - last)) / problems)
+    return {"plateau": last - before <= 2 * se, "gain": last - before, "gain_se": se}
 
 
 def stage2(root: Path, data: Path, seed: int, method: str, lr: float, size: DemoSize) -> Path:
@@ -292,8 +304,8 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
                               "ties: the smaller rate; test never used",
                       "grid": list(grid) if grid else None, "sweep_seeds": sweep_seeds,
                       "chosen": chosen, "validation_problems": size.validation},
-        "stage1": {str(s): first[s] | {"rule": f"last {PLATEAU_POINTS} validation points "
-                                                f"within {PLATEAU_TOLERANCE:.0%}"}
+        "stage1": {str(s): first[s] | {"rule": f"gain over the last {PLATEAU_POINTS} "
+                                                "validation points <= 2 SE"}
                    for s in seeds},
         "curves": {m: {str(s): c for s, c in zip(seeds_of[m], cs, strict=True)}
                    for m, cs in curves.items()},
@@ -349,7 +361,9 @@ def results_table(results: dict) -> str:
         for name, points in results["sweep_chosen_logp_avg"].items():
             cells = [" / ".join(f"{v:.3f}" for v in points[lr]) for lr in rates]
             lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
-    plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'} ("
+    plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'} (gain "
+                         + (f"{100 * v['gain']:+.1f} ± {100 * v['gain_se']:.1f}; "
+                            if v["gain"] is not None else "")
                          + ", ".join(f"{100 * acc:.1f}" for _, acc in v["curve"]) + " %)"
                          for s, v in results["stage1"].items())
     lines += ["", f"Task {results['task']!r}, seeds {seeds}, k = {results['size']['samples']} "

@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The main job on the built-in teacher task (one seed: Stage 1, then continued SFT and REDI
-# at the committed learning rates; MAKE_DEMO_TIME on 2 CPU cores); rerunning resumes.
+# at the committed learning rates; about 6.5 minutes on 2 CPU cores); rerunning resumes.
 # ARGS=--compare adds symmetric REDI, DPO and SimPO; ARGS=--full reruns the learning-rate
 # sweep (5 methods x 6 rates) on 3 seeds and rewrites docs/demo/ (about 1.5 hours on 2 cores).
 demo: $(STAMP)

@@ -51,3 +51,14 @@ def test_qwen2_export_says_autotokenizer_builds_another_tokenizer(tmp_path):
     warning = auto_tokenizer_mismatch(load_tokenizer(), tmp_path)
     assert warning is not None and "builds a Qwen2Tokenizer" in warning
     assert "load_tokenizer" in warning
+
+
+def test_the_export_warning_is_said_once_per_process(capsys):
+    from redi.train.modeling import warn_once
+
+    warn_once("AutoTokenizer.from_pretrained(a) builds a Qwen2Tokenizer", key="test-key")
+    warn_once("AutoTokenizer.from_pretrained(b) builds a Qwen2Tokenizer", key="test-key")
+    err = capsys.readouterr().err
+    assert err.count("redi: warning:") == 1 and "from_pretrained(a)" in err
+    warn_once("another kind", key="other-key")
+    assert "another kind" in capsys.readouterr().err

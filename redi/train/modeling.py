@@ -160,6 +160,17 @@ def full_state_dict(model: CausalLMWithFusedLoss) -> dict:
     return {k.removeprefix("lm."): v for k, v in state.items()}
 
 
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str, key: str) -> None:
+    """Print ``redi: warning: message`` the first time ``key`` is warned about in this
+    process (a run that exports many checkpoints says it once, not per export)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"redi: warning: {message} (said once per process)", file=sys.stderr)
+
+
 def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool,
               adapter_only: bool = False, source: str = "training", overwrite: bool = False):
     """Write a HF model directory (safetensors, config, tokenizer) atomically: into a
@@ -186,7 +197,6 @@ def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_m
         tokenizer.save_pretrained(tmp)
         mismatch = auto_tokenizer_mismatch(tokenizer, tmp)
         if mismatch:
-            print(f"redi: warning: {mismatch.replace(str(tmp), str(out_dir))}",
-                  file=sys.stderr)
+            warn_once(mismatch.replace(str(tmp), str(out_dir)), key=type(tokenizer).__name__)
     mark_export(tmp, source)
     replace_dir(tmp, out_dir)

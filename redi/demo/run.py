@@ -350,17 +350,10 @@ def results_table(results: dict) -> str:
                      f"{100 * p['se']:.2f} | {'yes' if p['called'] else 'no'} | "
                      f"{p['seeds']} |")
     if results["sweep"]:
-        rates = list(next(iter(results["sweep"].values())))
-        lines += ["", "| validation greedy accuracy % (sweep) | " +
-                  " | ".join(f"lr {lr}" for lr in rates) + " |", "|---|" + "---|" * len(rates)]
-        for name, points in results["sweep"].items():
-            cells = [" / ".join(f"{100 * v:.1f}" for v in points[lr]) for lr in rates]
-            lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
-        lines += ["", "| chosen traces' log-prob per token at the end of Stage 2 (sweep) | " +
-                  " | ".join(f"lr {lr}" for lr in rates) + " |", "|---|" + "---|" * len(rates)]
-        for name, points in results["sweep_chosen_logp_avg"].items():
-            cells = [" / ".join(f"{v:.3f}" for v in points[lr]) for lr in rates]
-            lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+        lines += _sweep_table("validation greedy accuracy % (sweep)", results["sweep"],
+                              lambda v: f"{100 * v:.1f}")
+        lines += _sweep_table("chosen traces' log-prob per token at the end of Stage 2 (sweep)",
+                              results["sweep_chosen_logp_avg"], lambda v: f"{v:.3f}")
     plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'} (gain "
                          + (f"{100 * v['gain']:+.1f} ± {100 * v['gain_se']:.1f}; "
                             if v["gain"] is not None else "")
@@ -375,6 +368,17 @@ def results_table(results: dict) -> str:
               f"{results['size']['stage1_points']} evenly spaced checkpoints): {plateaus}. "
               f"Teacher data: {results['teacher']}."]
     return "\n".join(lines)
+
+
+def _sweep_table(title: str, by_method: dict[str, dict[str, list[float]]], fmt) -> list[str]:
+    """Markdown lines: one row per method, one column per rate, one value per seed."""
+    rates = list(next(iter(by_method.values())))
+    lines = ["", f"| {title} | " + " | ".join(f"lr {lr}" for lr in rates) + " |",
+             "|---|" + "---|" * len(rates)]
+    for name, points in by_method.items():
+        cells = [" / ".join(fmt(v) for v in points[lr]) for lr in rates]
+        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_curves(path: Path, results: dict) -> Path:

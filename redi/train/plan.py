@@ -95,7 +95,7 @@ class ModelFacts:
     intermediate: int
     layers: int
     vocab: int
-    largest_param: int = 0  # elements of the largest parameter tensor (the embedding)
+    largest_param: int  # elements of the largest parameter tensor (the embedding)
 
 
 def model_facts(config: TrainConfig) -> ModelFacts:

@@ -200,3 +200,55 @@ def test_two_processes_give_the_gradients_of_one_with_the_doubled_batch(tmp_path
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-7)
+
+
+def dpo_loss_from_full_logits(model, ref_sums, batch, beta):
+    sums, _ = full_logit_sums(model, batch)
+    b = sums.shape[0] // 2
+    return LF.dpo_loss(sums[:b], sums[b:], ref_sums[:b], ref_sums[b:], beta=beta)[0]
+
+
+def test_precompute_ref_log_probs_builds_the_table_once_and_drops_the_reference(tmp_path,
+                                                                               tokenizer):
+    trainer = make_trainer(tmp_path, tokenizer, loss_type="sigmoid", beta=0.5,
+                           precompute_ref_log_probs=True, precompute_ref_batch_size=3)
+    assert trainer.ref_model is None  # no frozen copy is kept
+    initial = copy.deepcopy(trainer.model).double()
+    batch = first_batch(trainer)
+    ref_sums, _ = full_logit_sums(initial, batch)
+    table = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+    torch.testing.assert_close(table.double(), ref_sums, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():  # a trained policy: the reference must stay the initial model
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p).sign() * p.abs().mean())
+    loss = trainer.compute_loss(trainer.model, batch)
+    expected = dpo_loss_from_full_logits(trainer.model.double(), ref_sums, batch, beta=0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert abs(expected.item() - 0.6931) > 1e-3  # the policy moved: a reference = policy fails
+
+
+def test_precompute_covers_the_eval_dataset_and_refuses_a_batch_without_the_table(tmp_path,
+                                                                                 tokenizer):
+    args = worker.trainer_args(str(tmp_path), loss_type="sigmoid",
+                               precompute_ref_log_probs=True)
+    trainer = REDITrainer(worker.tiny_model(len(tokenizer)), args=args,
+                          train_dataset=worker.builtin_pairs(4),
+                          eval_dataset={"a": worker.builtin_pairs(3)},
+                          processing_class=tokenizer)
+    assert "ref_chosen_logps" in trainer.eval_dataset["a"].column_names
+    assert len(trainer.eval_dataset["a"]["ref_rejected_logps"]) == 3
+    batch = first_batch(trainer)
+    del batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+    with pytest.raises(ValueError, match="no ref_chosen_logps"):
+        trainer.compute_loss(trainer.model, batch)
+
+
+def test_precomputed_dpo_trains_like_the_online_reference(tmp_path, tokenizer):
+    logs = {}
+    for precompute in (False, True):
+        trainer = make_trainer(tmp_path / str(precompute), tokenizer, loss_type="sigmoid",
+                               max_steps=3, precompute_ref_log_probs=precompute)
+        trainer.train()
+        logs[precompute] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(logs[True]) == 3
+    assert logs[True] == pytest.approx(logs[False], rel=1e-4)

@@ -14,8 +14,10 @@ final hidden states and the LM head weight, so no ``[tokens x vocab]`` logits ar
 ``loss_type``: ``"redi"`` (reference-free; ``alpha``, ``chosen_coef``, ``neg_reweight_gamma``),
 ``"sigmoid"`` (DPO against a frozen reference: ``ref_model`` if given, the base model with
 the adapters disabled for a PEFT model, else a frozen copy of ``model`` taken before
-training; a dataset with ``ref_chosen_logps``/``ref_rejected_logps`` columns uses those)
-or ``"simpo"`` (``beta``, ``simpo_gamma``, reference-free). A plain ``DPOConfig`` works too
+training; a dataset with ``ref_chosen_logps``/``ref_rejected_logps`` columns uses those, and
+``precompute_ref_log_probs=True`` computes those columns once before training, for the train
+and eval datasets, and then holds no reference model) or ``"simpo"`` (``beta``,
+``simpo_gamma``, reference-free). A plain ``DPOConfig`` works too
 and means DPO. Hidden states and head weight come from the wrapped model's own forward
 (``redi.hf_head``), so DDP and FSDP reduce the head's gradient like any other.
 """
@@ -169,8 +171,10 @@ class REDITrainer(DPOTrainer):
                 pad_token_id=self._tokenizer.pad_token_id, max_length=args.max_length,
                 truncation_mode=args.truncation_mode, pad_to_multiple_of=args.pad_to_multiple_of)
         self.precompute_ref_logps = "ref_chosen_logps" in train_dataset.column_names
+        precompute = (self.loss_type == "sigmoid" and args.precompute_ref_log_probs
+                      and not self.precompute_ref_logps)
         if self.loss_type == "sigmoid" and ref_model is None and not self.precompute_ref_logps \
-                and not hasattr(model, "disable_adapter"):
+                and not precompute and not hasattr(model, "disable_adapter"):
             ref_model = copy.deepcopy(model)  # the frozen policy before training
         _BaseTrainer.__init__(self, model=model, args=args, data_collator=data_collator,
                               train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -184,13 +188,53 @@ class REDITrainer(DPOTrainer):
         self.beta = args.beta
         self._metrics = {"train": {}, "eval": {}}
         self.maybe_activation_offload_context = contextlib.nullcontext()
+        if precompute:
+            self._precompute_reference_columns(args)
+
+    def _precompute_reference_columns(self, args):
+        """Add ``ref_chosen_logps``/``ref_rejected_logps`` to the train and eval datasets
+        (the reference before any step: ``ref_model``, the adapters off, or the model
+        itself), then drop the reference model. Every process computes every row."""
+        train_size = args.precompute_ref_batch_size or args.per_device_train_batch_size
+        eval_size = args.precompute_ref_batch_size or args.per_device_eval_batch_size
+        self.train_dataset = self._with_reference_logps(self.train_dataset, train_size)
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {name: self._with_reference_logps(dataset, eval_size)
+                                 for name, dataset in self.eval_dataset.items()}
+        elif self.eval_dataset is not None:
+            self.eval_dataset = self._with_reference_logps(self.eval_dataset, eval_size)
+        self.ref_model = None
+        self.precompute_ref_logps = True
+
+    def _with_reference_logps(self, dataset, batch_size: int):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                             collate_fn=self.data_collator)
+        model, chosen, rejected = self.model, [], []
+        was_training = model.training
+        model.eval()
+        for batch in loader:
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            labels = shifted_labels(batch["input_ids"], batch["completion_mask"])
+            ref_chosen, ref_rejected = self._reference_logps(model, batch, labels)
+            chosen += ref_chosen.float().tolist()
+            rejected += ref_rejected.float().tolist()
+        model.train(was_training)
+        return dataset.add_column("ref_chosen_logps", chosen) \
+            .add_column("ref_rejected_logps", rejected)
 
     def _reference_logps(self, model, inputs, labels):
-        """DPO's frozen reference: dataset columns, ``ref_model``, or the adapters off."""
+        """DPO's frozen reference: dataset columns, ``ref_model``, the adapters off, or
+        (while precomputing, before any step) the model itself."""
         if "ref_chosen_logps" in inputs:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        peft = hasattr(self.accelerator.unwrap_model(model), "disable_adapter")
+        if self.ref_model is None and not peft and self.precompute_ref_logps:
+            raise ValueError("this batch has no ref_chosen_logps/ref_rejected_logps and the "
+                             "trainer holds no reference model (the reference log-probs were "
+                             "precomputed for the train and eval datasets only): add those "
+                             "columns to this dataset or pass ref_model")
         context = contextlib.nullcontext()
-        if self.ref_model is None:  # a PEFT model: the base model is the reference
+        if self.ref_model is None and peft:  # the base model is the reference
             context = self.accelerator.unwrap_model(model).disable_adapter()
         with torch.no_grad(), context:
             reference = self.ref_model or model

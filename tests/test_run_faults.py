@@ -67,6 +67,20 @@ def test_export_of_a_damaged_checkpoint_names_the_intact_one(finished_run, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_export_without_the_runs_data_warns_that_the_prompt_record_is_missing(finished_run,
+                                                                             tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"] = str(tmp_path / "moved-away")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _export(run / "checkpoints" / "step_00000002", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "moved-away/sft.jsonl (the run's data) is gone" in result.stderr
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert not (tmp_path / "out" / "training_prompt.json").exists()
+
+
 @pytest.mark.parametrize("value", ["inf", ".nan", "-.inf"])
 def test_nonfinite_float_keys_are_config_errors(value):
     from redi.train.config import ConfigError, build_config

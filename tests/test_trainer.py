@@ -103,6 +103,9 @@ def test_two_processes_match_one_process(data_dir, sft_export, tmp_path):
     final = load_file(tmp_path / "two" / "final" / "model.safetensors")
     assert exported.keys() == final.keys()
     assert all(torch.equal(exported[k], final[k]) for k in final)
+    # and the prompt record redi eval reads, as the run's own export has it
+    record = (tmp_path / "exported" / "training_prompt.json").read_text()
+    assert record == (tmp_path / "two" / "final" / "training_prompt.json").read_text()
 
 
 def test_resume_reproduces_uninterrupted_run(data_dir, sft_export, tmp_path):

@@ -33,7 +33,14 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path,
                               "output_dir/checkpoints?")
     config = build_config(run_config, ["dtype=fp32", "activation_checkpointing=false"])
     from redi.data.tokenizer import load_tokenizer
-    from redi.train.loader import tokenizer_source
+    from redi.train.loader import prepared_file, tokenizer_source, training_prompt
+
+    data_file = prepared_file(config, checkpoint.parent.parent)
+    prompt = training_prompt(data_file) if data_file.is_file() else None
+    if prompt is None:
+        print(f"redi export: warning: {data_file} (the run's data) is gone, so the export "
+              "has no training_prompt.json; redi eval will use the problem text as is with "
+              "<think>", file=sys.stderr)
 
     env = init_distributed()
     try:
@@ -41,7 +48,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path,
         model = build_model(config, env.device, trainable=False)
         load_checkpoint(checkpoint, model)
         export_hf(model, load_tokenizer(tokenizer_source(config)), output, env.is_main,
-                  config.export_adapter, source=str(checkpoint), overwrite=overwrite)
+                  config.export_adapter, source=str(checkpoint), overwrite=overwrite,
+                  training_prompt=prompt)
         finish()
     finally:
         shutdown()

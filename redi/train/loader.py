@@ -56,6 +56,13 @@ def make_formatter(config: TrainConfig, tokenizer) -> Formatter:
                      max_prompt_length=config.max_prompt_length)
 
 
+def prepared_file(config: TrainConfig, run_dir: str | Path) -> Path:
+    """The prepared file a run trains on: ``data=DIR``'s, or the built-in task's in the
+    run's own directory."""
+    directory = Path(run_dir) / "data" if config.data == "builtin" else Path(config.data)
+    return directory / ("sft.jsonl" if config.loss == "sft" else "pairs.jsonl")
+
+
 def training_prompt(path: Path) -> dict:
     """How the data words a problem (as is: ``redi prepare`` writes the problem text) and
     whether its traces start with ``<think>`` (read from the first row)."""
@@ -93,7 +100,8 @@ class TrainData:
         model_config = hf_config(config)  # model_config / model_overrides errors come first
         check_vocabulary(model_config, self.tokenizer)
         formatter = make_formatter(config, self.tokenizer)
-        path = self._data_dir(formatter) / ("sft.jsonl" if self.kind == "sft" else "pairs.jsonl")
+        self._prepare_builtin(formatter)
+        path = prepared_file(config, config.output_dir)
         if not path.is_file():
             raise ConfigError(f"data={config.data}: {path} does not exist (run `redi prepare`)")
         self.path = path
@@ -132,15 +140,14 @@ class TrainData:
             seed=self.config.seed, drop_last=True, num_replicas=self.env.world_size,
             rank=self.env.rank)
 
-    def _data_dir(self, formatter: Formatter) -> Path:
+    def _prepare_builtin(self, formatter: Formatter) -> None:
         if self.config.data != "builtin":
-            return Path(self.config.data)
+            return
         directory = Path(self.config.output_dir) / "data"
         if self.env.is_main and not (directory / "pairs.jsonl").is_file():
             # sizes: redi.data.builtin_task.DEFAULT_PROBLEMS / DEFAULT_TEST
             prepare_builtin_task(directory, formatter, options=PrepareOptions(progress=False))
         dist.barrier()
-        return directory
 
     @functools.cached_property
     def fingerprint(self) -> str:

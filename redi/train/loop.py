@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from redi import losses, resolved_backend
-from redi.eval.defaults import write_training_prompt
 from redi.files import atomic_write_text
 from redi.train import lora
 from redi.train.checkpoint import (
@@ -281,9 +280,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
             checkpoint()
         final = out / "final"
         export_hf(model, data.tokenizer, final, env.is_main, config.export_adapter,
-                  overwrite=True)
-        if env.is_main:
-            write_training_prompt(final, **data.training_prompt)
+                  overwrite=True, training_prompt=data.training_prompt)
         log.message(f"done: {step} steps, export in {final}")
         return final
     finally:

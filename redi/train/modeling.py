@@ -21,6 +21,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from transformers import AutoModelForCausalLM
 
 from redi.data.tokenizer import auto_tokenizer_mismatch
+from redi.eval.defaults import write_training_prompt
 from redi.files import replace_dir
 from redi.hf_head import head_inputs
 from redi.model_dir import check_model_dir
@@ -172,8 +173,10 @@ def warn_once(message: str, key: str) -> None:
 
 
 def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_main: bool,
-              adapter_only: bool = False, source: str = "training", overwrite: bool = False):
-    """Write a HF model directory (safetensors, config, tokenizer) atomically: into a
+              adapter_only: bool = False, source: str = "training", overwrite: bool = False,
+              training_prompt: dict | None = None):
+    """Write a HF model directory (safetensors, config, tokenizer, and the
+    ``training_prompt`` record ``redi eval`` reads) atomically: into a
     temporary sibling, then renamed. Collective: every rank must call it. A LoRA model is
     written merged (W + s B A), or with ``adapter_only`` as its PEFT adapter alone. Refuses
     non-finite weights and an ``out_dir`` that is not ours to replace (see
@@ -198,5 +201,7 @@ def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_m
         mismatch = auto_tokenizer_mismatch(tokenizer, tmp)
         if mismatch:
             warn_once(mismatch.replace(str(tmp), str(out_dir)), key=type(tokenizer).__name__)
+    if training_prompt is not None:
+        write_training_prompt(tmp, **training_prompt)
     mark_export(tmp, source)
     replace_dir(tmp, out_dir)

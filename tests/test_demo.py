@@ -51,6 +51,33 @@ def test_quick_demo_every_row_and_a_resuming_rerun(tmp_path, capsys):
     assert "task 'teacher'" not in capsys.readouterr().out  # nor generated again
 
 
+@pytest.mark.slow
+def test_split_problems_in_two_worker_processes(tmp_path):
+    from redi.demo.run import BASIC
+    from redi.demo.split import STAGE1_DIR, STAGE2_DIR
+
+    results = run_demo(tmp_path, [0, 1], ("sft", *BASIC), QUICK, split=True, workers=2)
+    data = tmp_path / "data"
+
+    def problems(path, key):
+        return [json.loads(line)[key][0]["content"] for line in path.open()]
+
+    first = problems(data / STAGE1_DIR / "sft.jsonl", "messages")
+    second = problems(data / STAGE2_DIR / "pairs.jsonl", "prompt")
+    assert first and second and not set(first) & set(second)  # no problem in both stages
+    assert results["split_problems"] == {"stage1_sft_rows": len(first),
+                                         "stage2_pairs": len(second)}
+    assert results["workers"] == 2 and results["threads_per_worker"] >= 1
+    for seed in (0, 1):  # every seed's runs, each trained from its own Stage 1
+        for method in BASIC:
+            config = (tmp_path / f"seed{seed}" / method / "lr1e-06" / "config.yaml").read_text()
+            assert f"seed: {seed}" in config and str(data / STAGE2_DIR) in config
+    assert str(data / STAGE1_DIR) in (tmp_path / "seed1" / "sft" / "config.yaml").read_text()
+    assert set(results["methods"]) == {"sft", *BASIC}
+    assert len(results["methods"]["redi"]["pass1"]) == 2
+    assert "Split problems: Stage 1 on" in (tmp_path / "results.md").read_text()
+
+
 def test_teacher_pipeline_at_a_small_size(tmp_path):
     settings = TeacherSettings(rule_problems=150, steps=2, checkpoint=2, base_checkpoint=1,
                                problems=6, generations=2, max_new_tokens=24, batch_size=4)

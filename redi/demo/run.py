@@ -24,6 +24,9 @@ accuracy beyond more SFT on the correct traces? The paper's claim, tested at toy
 6. ``OUT/results.json`` / ``results.md`` / ``stage2_curves.png``; ``--full`` copies them to
    ``docs/demo/``.
 
+Variants: ``--split-problems`` trains Stage 1 and Stage 2 on disjoint halves of the training
+problems (``redi.demo.split``); ``--workers N`` runs the seeds in N processes at once.
+
 Every piece skips what a previous run finished (data, Stage 1, each sweep point, each
 evaluation's samples), so rerunning the same command picks up where it stopped.
 """
@@ -44,6 +47,8 @@ from pathlib import Path
 from redi.cli_options import add_option
 from redi.data import builtin_task
 from redi.demo import stats
+from redi.demo.pool import map_jobs, threads_per_worker
+from redi.demo.split import split_problems, split_summary
 
 RECIPES = importlib.resources.files("redi.recipes")
 METHODS = ("sft", "sft_continued", "redi", "redi_symmetric", "dpo", "simpo")
@@ -243,11 +248,40 @@ def _commit() -> str:
         return "unknown"
 
 
+def train_seed(out: Path, data: Path, seed: int, size: DemoSize,
+               plan: dict[str, list[float]], stage1_data: Path, stage2_data: Path) -> None:
+    """One seed's Stage 1 and its Stage-2 runs at every rate of ``plan`` ({method: rates}),
+    each scored on validation. Leaves everything on disk (``run_demo`` reads it back)."""
+    root, evaluator = out / f"seed{seed}", Evaluator(data, size)
+    print(f"[demo] seed {seed}: Stage 1", flush=True)
+    stage1(root, stage1_data, seed, size, evaluator)
+    for method, rates in plan.items():
+        for lr in rates:
+            print(f"[demo] seed {seed}: Stage 2 {method} lr {lr:g}", flush=True)
+            run = stage2(root, stage2_data, seed, method, lr, size)
+            evaluator.validation(run / "final", run / "val_eval")
+
+
+def test_seed(out: Path, data: Path, seed: int, size: DemoSize,
+              chosen: dict[str, float]) -> None:
+    """One seed's test samples of the Stage-1 model and of the chosen runs, and those runs'
+    validation curves (on disk)."""
+    root, evaluator = out / f"seed{seed}", Evaluator(data, size)
+    print(f"[demo] seed {seed}: test evaluation and curves", flush=True)
+    evaluator.test(root / "sft" / "final", root / "sft" / "test_eval")
+    for method, lr in chosen.items():
+        run = root / method / f"lr{lr:g}"
+        evaluator.test(run / "final", run / "test_eval")
+        checkpoint_curve(run, evaluator)
+
+
 def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], size: DemoSize,
              task: str = builtin_task.DEFAULT_TASK, grid: tuple[float, ...] | None = None,
-             compare_seeds: int | None = None,
+             compare_seeds: int | None = None, split: bool = False, workers: int = 1,
              command: str = "redi demo") -> dict:
-    """The whole job (module docstring); returns the results dict also written to OUT."""
+    """The whole job (module docstring); returns the results dict also written to OUT.
+    ``split``: Stage 1 and Stage 2 on disjoint problems (``redi.demo.split``); ``workers``:
+    seeds trained and tested in that many processes at once (``redi.demo.pool``)."""
     from transformers.utils import logging as hf_logging
 
     from redi.files import atomic_write_text
@@ -256,33 +290,28 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
     started = time.perf_counter()
     out = Path(output)
     data = prepare_data(out, task, size)
+    stage1_data, stage2_data = split_problems(data) if split else (data, data)
     evaluator = Evaluator(data, size)
     stage2_methods = [m for m in METHODS[1:] if m in methods]
     seeds_of = {m: seeds if m in ("sft", *BASIC) or compare_seeds is None
                 else seeds[:compare_seeds] for m in ("sft", *stage2_methods)}
     grids = {m: list(grid) if grid else [recipe_value(m, "lr")] for m in stage2_methods}
-    sweep_seeds = seeds if grid else []  # every seed sweeps the whole grid
-    first, sweep = {}, {m: {lr: [] for lr in grids[m]} for m in stage2_methods}
-    chosen_logp = {m: {lr: [] for lr in grids[m]} for m in stage2_methods}
-    for seed in sweep_seeds:  # every grid point, on validation
-        root = out / f"seed{seed}"
-        print(f"[demo] seed {seed}: Stage 1", flush=True)
-        first[seed] = stage1(root, data, seed, size, evaluator)
-        for method in stage2_methods:
-            for lr in grids[method]:
-                print(f"[demo] seed {seed}: Stage 2 {method} lr {lr:g} (sweep)", flush=True)
-                run = stage2(root, data, seed, method, lr, size)
-                sweep[method][lr].append(evaluator.validation(run / "final", run / "val_eval"))
-                chosen_logp[method][lr].append(final_chosen_logp(run))
+    # with a grid every seed sweeps every method; without, each trains its own methods
+    plans = {s: {m: grids[m] for m in stage2_methods if grid or s in seeds_of[m]}
+             for s in seeds}
+    map_jobs(train_seed, [(out, data, s, size, plans[s], stage1_data, stage2_data)
+                          for s in seeds], workers)
+    first = {s: stage1(out / f"seed{s}", stage1_data, s, size, evaluator) for s in seeds}
+    sweep_seeds = seeds if grid else []
+    runs_at = {m: {lr: [out / f"seed{s}" / m / f"lr{lr:g}" for s in sweep_seeds]
+                   for lr in grids[m]} for m in stage2_methods}
+    sweep = {m: {lr: [evaluator.validation(r / "final", r / "val_eval") for r in runs]
+                  for lr, runs in points.items()} for m, points in runs_at.items()}
+    chosen_logp = {m: {lr: [final_chosen_logp(r) for r in runs] for lr, runs in points.items()}
+                   for m, points in runs_at.items()}
     chosen = choose_lrs(sweep) if sweep_seeds else {m: grids[m][0] for m in stage2_methods}
-    for seed in seeds[len(sweep_seeds):]:  # the chosen rates only
-        root = out / f"seed{seed}"
-        print(f"[demo] seed {seed}: Stage 1", flush=True)
-        first[seed] = stage1(root, data, seed, size, evaluator)
-        for method in (m for m in stage2_methods if seed in seeds_of[m]):
-            print(f"[demo] seed {seed}: Stage 2 {method} lr {chosen[method]:g}", flush=True)
-            stage2(root, data, seed, method, chosen[method], size)
-    print("[demo] test evaluation and curves", flush=True)
+    map_jobs(test_seed, [(out, data, s, size, {m: chosen[m] for m in stage2_methods
+                                               if s in seeds_of[m]}) for s in seeds], workers)
     scores = {"sft": [evaluator.test(out / f"seed{s}" / "sft" / "final",
                                      out / f"seed{s}" / "sft" / "test_eval") for s in seeds]}
     curves = {}
@@ -294,6 +323,8 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
     results = {
         "task": task, "seeds": seeds, "command": command, "commit": _commit(),
         "size": asdict(size), "teacher": teacher_summary(data),
+        "split_problems": split_summary(stage1_data, stage2_data) if split else None,
+        "workers": workers, "threads_per_worker": threads_per_worker(workers),
         "methods": {m: _method_entry(m, chosen.get(m), scores[m], seeds_of[m]) for m in scores},
         "sweep": {m: {f"{lr:g}": v for lr, v in points.items()} for m, points in sweep.items()
                   if sweep_seeds},
@@ -366,7 +397,10 @@ def results_table(results: dict) -> str:
               f"rates: {results['selection']['chosen']}. Stage-1 plateau "
               f"({results['stage1'][str(seeds[0])]['rule']}; validation greedy accuracy at "
               f"{results['size']['stage1_points']} evenly spaced checkpoints): {plateaus}. "
-              f"Teacher data: {results['teacher']}."]
+              f"Teacher data: {results['teacher']}."
+              + (f" Split problems: Stage 1 on {split['stage1_sft_rows']} problems' correct "
+                 f"traces, Stage 2 on {split['stage2_pairs']} pairs of other problems."
+                 if (split := results.get("split_problems")) else "")]
     return "\n".join(lines)
 
 
@@ -440,7 +474,7 @@ def _grid(text: str) -> tuple[float, ...]:
     return values
 
 
-def _seeds(text: str) -> int:
+def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -459,9 +493,15 @@ def main(argv: list[str]) -> int:
                         help="choose each Stage-2 learning rate from --grid on validation")
     parser.add_argument("--grid", type=_grid, default=LR_GRID,
                         help="learning rates of the sweep (comma-separated, each > 0)")
-    parser.add_argument("--seeds", type=_seeds, default=None, help="number of seeds (>= 1)")
-    parser.add_argument("--compare-seeds", type=_seeds, default=None,
+    parser.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds (>= 1)")
+    parser.add_argument("--compare-seeds", type=_positive_int, default=None,
                         help="run symmetric REDI, DPO and SimPO on the first N seeds only")
+    parser.add_argument("--split-problems", action="store_true",
+                        help="Stage 1 on one half of the training problems, Stage 2 on the "
+                             "other half's pairs (a variant; see redi.demo.split)")
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="seeds trained and tested in this many processes at once "
+                             "(the CPU cores are shared among them)")
     parser.add_argument("--full", action="store_true", help="the documented experiment: "
                         "--compare --sweep over 3 seeds; rewrites docs/demo/")
     parser.add_argument("--quick", action="store_true",
@@ -477,8 +517,9 @@ def main(argv: list[str]) -> int:
     command = "redi demo " + " ".join(argv)
     run_demo(output, list(range(seeds)), methods, size, args.task,
              args.grid if args.sweep or args.full else None,
-             compare_seeds=args.compare_seeds, command=command.strip())
-    if args.full:
+             compare_seeds=args.compare_seeds, split=args.split_problems,
+             workers=args.workers, command=command.strip())
+    if args.full and not args.split_problems:
         docs = Path("docs/demo")
         docs.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "results.md", "stage2_curves.png"):

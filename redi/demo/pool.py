@@ -9,7 +9,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 def threads_per_worker(workers: int) -> int:
     """The CPU cores this process may use, shared evenly by ``workers`` (at least 1)."""
-    return max(1, len(os.sched_getaffinity(0)) // workers)
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    return max(1, cores // workers)
 
 
 def _start_worker(threads: int) -> None:

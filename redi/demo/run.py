@@ -41,7 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from redi.cli_options import add_option
@@ -474,6 +474,16 @@ def _grid(text: str) -> tuple[float, ...]:
     return values
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -499,6 +509,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--split-problems", action="store_true",
                         help="Stage 1 on one half of the training problems, Stage 2 on the "
                              "other half's pairs (a variant; see redi.demo.split)")
+    parser.add_argument("--stage1-epochs", type=_positive_float, default=None,
+                        help=f"Stage-1 epochs (default {FULL.stage1_epochs:g})")
     parser.add_argument("--workers", type=_positive_int, default=1,
                         help="seeds trained and tested in this many processes at once "
                              "(the CPU cores are shared among them)")
@@ -514,12 +526,14 @@ def main(argv: list[str]) -> int:
     output = Path(args.output_dir or ("runs/demo-full" if args.full else "runs/demo"))
     methods = METHODS if args.compare or args.full else ("sft", *BASIC)
     size = QUICK if args.quick else FULL
+    if args.stage1_epochs is not None:
+        size = replace(size, stage1_epochs=args.stage1_epochs)
     command = "redi demo " + " ".join(argv)
     run_demo(output, list(range(seeds)), methods, size, args.task,
              args.grid if args.sweep or args.full else None,
              compare_seeds=args.compare_seeds, split=args.split_problems,
              workers=args.workers, command=command.strip())
-    if args.full and not args.split_problems:
+    if args.full and not args.split_problems and args.stage1_epochs is None:
         docs = Path("docs/demo")
         docs.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "results.md", "stage2_curves.png"):

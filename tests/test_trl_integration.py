@@ -252,3 +252,34 @@ def test_precomputed_dpo_trains_like_the_online_reference(tmp_path, tokenizer):
         logs[precompute] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert len(logs[True]) == 3
     assert logs[True] == pytest.approx(logs[False], rel=1e-4)
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_peft_dpo_reference_is_the_base_model_with_adapters_off(tmp_path, tokenizer,
+                                                                precompute):
+    pytest.importorskip("peft")
+    from peft import LoraConfig
+
+    args = worker.trainer_args(str(tmp_path), loss_type="sigmoid", beta=0.5,
+                               precompute_ref_log_probs=precompute, max_steps=1)
+    trainer = REDITrainer(worker.tiny_model(len(tokenizer)), args=args,
+                          train_dataset=worker.builtin_pairs(8), processing_class=tokenizer,
+                          peft_config=LoraConfig(r=4, lora_alpha=8,
+                                                 target_modules=["q_proj", "v_proj"]))
+    model = trainer.model
+    assert trainer.ref_model is None and hasattr(model, "disable_adapter")
+    batch = first_batch(trainer)
+    with model.disable_adapter():
+        base_sums, _ = full_logit_sums(copy.deepcopy(model).double(), batch)
+    with torch.no_grad():  # adapters that change the policy (LoRA's B starts at zero)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.2 * torch.randn_like(p))
+    loss = trainer.compute_loss(model, batch)
+    expected = dpo_loss_from_full_logits(copy.deepcopy(model).double(), base_sums, batch,
+                                         beta=0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert abs(expected.item() - 0.6931) > 1e-3  # a reference = policy would give log 2
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "lora" not in n}
+    trainer.train()  # one step: only the adapters move
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)

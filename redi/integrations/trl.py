@@ -230,9 +230,9 @@ class REDITrainer(DPOTrainer):
         peft = hasattr(self.accelerator.unwrap_model(model), "disable_adapter")
         if self.ref_model is None and not peft and self.precompute_ref_logps:
             raise ValueError("this batch has no ref_chosen_logps/ref_rejected_logps and the "
-                             "trainer holds no reference model (the reference log-probs were "
-                             "precomputed for the train and eval datasets only): add those "
-                             "columns to this dataset or pass ref_model")
+                             "trainer holds no reference model (with precomputed or supplied "
+                             "reference log-probs it keeps none): add those columns to this "
+                             "dataset or pass ref_model")
         context = contextlib.nullcontext()
         if self.ref_model is None and peft:  # the base model is the reference
             context = self.accelerator.unwrap_model(model).disable_adapter()

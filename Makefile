@@ -22,7 +22,8 @@ test: $(STAMP)
 # The main job on the built-in teacher task (one seed: Stage 1, then continued SFT and REDI
 # at the committed learning rates; about 6.5 minutes on 2 CPU cores); rerunning resumes.
 # ARGS=--compare adds symmetric REDI, DPO and SimPO; ARGS=--full reruns the learning-rate
-# sweep (5 methods x 6 rates) on 3 seeds and rewrites docs/demo/ (about 1.5 hours on 2 cores).
+# sweep (5 methods x 6 rates) on 3 seeds and rewrites docs/demo/ (about 1.5 hours on 2 cores;
+# ARGS="--full --workers 3" runs the 3 seeds at once: its pieces took 56 min that way).
 demo: $(STAMP)
 	$(PY) -m redi.cli demo $(ARGS)
 

@@ -143,7 +143,7 @@ class TrainData:
     def _prepare_builtin(self, formatter: Formatter) -> None:
         if self.config.data != "builtin":
             return
-        directory = Path(self.config.output_dir) / "data"
+        directory = prepared_file(self.config, self.config.output_dir).parent
         if self.env.is_main and not (directory / "pairs.jsonl").is_file():
             # sizes: redi.data.builtin_task.DEFAULT_PROBLEMS / DEFAULT_TEST
             prepare_builtin_task(directory, formatter, options=PrepareOptions(progress=False))

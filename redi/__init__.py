@@ -27,10 +27,10 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute); attribute None exports the module itself
 _EXPORTS = {
-    "token_logprobs": ("redi.kernels", "token_logprobs"),
-    "weighted_logprob_sum": ("redi.kernels", "weighted_logprob_sum"),
-    "sequence_group_loss": ("redi.kernels", "sequence_group_loss"),
-    "resolved_backend": ("redi.kernels", "resolved_backend"),
+    "token_logprobs": ("redi.kernels.linear_logprobs", "token_logprobs"),
+    "weighted_logprob_sum": ("redi.kernels.linear_logprobs", "weighted_logprob_sum"),
+    "sequence_group_loss": ("redi.kernels.sequence_group_loss", "sequence_group_loss"),
+    "resolved_backend": ("redi.kernels.fallback", "resolved_backend"),
     "FusedLinearREDILoss": ("redi.losses", "FusedLinearREDILoss"),
     "FusedLinearDPOLoss": ("redi.losses", "FusedLinearDPOLoss"),
     "FusedLinearSimPOLoss": ("redi.losses", "FusedLinearSimPOLoss"),

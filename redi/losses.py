@@ -31,8 +31,9 @@ import torch
 
 from . import functional as LF
 from .defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
-from .kernels import sequence_group_loss, token_logprobs, weighted_logprob_sum
+from .kernels.linear_logprobs import token_logprobs, weighted_logprob_sum
 from .kernels.logit_transform import LogitTransform
+from .kernels.sequence_group_loss import sequence_group_loss
 from .segments import PairedSequences
 
 

@@ -3,7 +3,7 @@ library helper that training (DPO's reference) and evaluation (held-out margins)
 
 from __future__ import annotations
 
-from redi.kernels import token_logprobs
+from redi.kernels.linear_logprobs import token_logprobs
 from redi.segments import PairedSequences
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from redi.kernels import sequence_group_loss, token_logprobs, weighted_logprob_sum
+from redi import sequence_group_loss, token_logprobs, weighted_logprob_sum
 
 from redi import losses
 

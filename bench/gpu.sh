@@ -23,8 +23,10 @@ PY="$VENV/bin/python"
 if [ ! -x "$PY" ]; then
     python3 -m venv --system-site-packages "$VENV" || exit 1
 fi
-# No CPU constraints here: pip keeps a CUDA torch that is already there, else fetches one.
-timeout 120 "$PY" -m pip install --quiet -e ".[bench,dev]" \
+# The tested versions (requirements/lock-cpu.txt) as constraints, without its CPU torch: pip
+# keeps a CUDA torch that is already there, else fetches one.
+timeout 120 "$PY" -m pip install --quiet -c <(grep -v '^torch==' requirements/lock-cpu.txt) \
+    -e ".[bench,dev]" \
     || echo "bench/gpu.sh: pip install failed or timed out; using what is installed" >&2
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "bench/gpu.sh: torch in $VENV does not see the GPU (CPU build?); nothing was run" >&2

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from redi import sequence_group_loss, token_logprobs, weighted_logprob_sum
 
-from redi import losses
+from redi import losses, sequence_group_loss, token_logprobs, weighted_logprob_sum
 
 
 def _inputs(rows, vocab=11, dim=6, seed=0):

@@ -10,12 +10,12 @@ import warnings
 
 import pytest
 import torch
-from redi.kernels import fallback, torch_impl, triton_impl
-from redi.kernels import linear_logprobs as op
 from reference import leaf64, token_logprobs64
 from triton.runtime.errors import OutOfResources
 
 import redi
+from redi.kernels import fallback, torch_impl, triton_impl
+from redi.kernels import linear_logprobs as op
 
 CPU = torch.device("cpu")
 

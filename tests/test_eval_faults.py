@@ -6,6 +6,7 @@ few extractable answers are flagged, and incomplete model directories are one li
 import json
 import shutil
 
+import pytest
 from test_eval import builtin_test_file, run_eval, tiny_model_dir  # noqa: F401
 
 from redi.eval.runner import format_table, summarize
@@ -75,3 +76,16 @@ def test_model_dirs_missing_weights_or_tokenizer_are_one_line(tiny_model_dir,
     err = capsys.readouterr().err
     assert err.startswith(f"redi eval: {no_tokenizer}: no tokenizer files") and \
         len(err.splitlines()) == 1
+
+
+def test_summary_line_states_percent_and_matches_the_json_fractions():
+    from redi.eval.benchmarks import Problem
+
+    problems = [Problem(id=f"p{i}", problem="q", answer="1") for i in range(100)]
+    done = {(p.id, j): {"answer": "1", "correct": p.id == "p0" and j == 0}
+            for p in problems for j in range(2)}
+    summary = summarize(problems, done, 2, "builtin")
+    assert summary["pass@1"] == pytest.approx(0.005)  # fractions in summary.json
+    line = format_table(summary)
+    assert "| pass@1 0.5 % ± 0.5 |" in line
+    assert "| pass@2 1.0 % |" in line

@@ -7,11 +7,11 @@ TRITON_INTERPRET=1 (set by conftest.py) at small sizes.
 import pytest
 import torch
 from probes import MaxBytes
-from redi.kernels import linear_logprobs as op
-from redi.kernels import torch_impl
 from reference import leaf64, token_logprobs64
 
 import redi
+from redi.kernels import linear_logprobs as op
+from redi.kernels import torch_impl
 
 BACKENDS = ["torch", "triton"]
 

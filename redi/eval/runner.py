@@ -166,9 +166,11 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
 
 
 def format_table(summary: dict) -> str:
-    ks = " ".join(f"pass@{k} {100 * v:.1f}" for k, v in summary["pass@k"].items() if k != "1")
+    """One line in percent (summary.json holds the same scores as fractions, by these names)."""
+    ks = "".join(f" | pass@{k} {100 * v:.1f} %" for k, v in summary["pass@k"].items()
+                 if k != "1")
     return (f"{summary['benchmark']}: {summary['problems']} problems x "
             f"{summary['samples_per_problem']} samples | pass@1 {100 * summary['pass@1']:.1f} "
-            f"+- {100 * summary['pass@1_stderr']:.1f} | {ks} | answered "
+            f"% ± {100 * summary['pass@1_stderr']:.1f}{ks} | answered "
             f"{summary['answered']}/{summary['problems'] * summary['samples_per_problem']}"
             + (f"\nWARNING: {summary['warning']}" if "warning" in summary else ""))

@@ -254,3 +254,24 @@ def describe(config: TrainConfig) -> str:
 def to_yaml(config: TrainConfig) -> str:
     data = {k: getattr(config, k) for k in _USER_KEYS}
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def fit_micro_batch(config: TrainConfig, processes: int) -> tuple[TrainConfig, str | None]:
+    """``config`` with a ``micro_batch_size`` that ``processes`` processes can run: a step of
+    ``global_batch_size`` is ``accumulation x micro_batch_size x processes`` examples. A
+    micro-batch larger than ``global_batch_size / processes`` (a one-process recipe on N) is
+    lowered to the largest size that divides; returns the config and a line saying so (None
+    when nothing changed). Raises ConfigError where no size fits."""
+    micro, total = config.micro_batch_size, config.global_batch_size
+    if total % processes:
+        raise ConfigError(f"global_batch_size={total} must be a multiple of the number of "
+                          f"processes ({processes})")
+    if micro * processes > total:
+        fitting = max(m for m in range(1, total // processes + 1) if total % (m * processes) == 0)
+        return (dataclasses.replace(config, micro_batch_size=fitting),
+                f"micro_batch_size={micro} lowered to {fitting}: global_batch_size={total} on "
+                f"{processes} processes is {total // processes} per process")
+    if total % (micro * processes):
+        raise ConfigError(f"global_batch_size={total} must be a multiple of "
+                          f"micro_batch_size x processes = {micro} x {processes}")
+    return config, None

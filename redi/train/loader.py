@@ -119,12 +119,8 @@ class TrainData:
             print(f"redi: {formatter.cut_sequences} of {total} {self.kind} sequences were "
                   f"{what}{lost}", file=sys.stderr)
         self.training_prompt = training_prompt(path)
-        per_step = config.micro_batch_size * env.world_size
-        if config.global_batch_size % per_step:
-            raise ConfigError(
-                f"global_batch_size={config.global_batch_size} must be a multiple of "
-                f"micro_batch_size x processes = {config.micro_batch_size} x {env.world_size}")
-        self.accumulation = config.global_batch_size // per_step
+        self.accumulation = (config.global_batch_size
+                             // (config.micro_batch_size * env.world_size))  # fit_micro_batch
         self.sampler = self._new_sampler()
         if len(self.sampler) < self.accumulation:
             raise ConfigError(

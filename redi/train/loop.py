@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from redi.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from redi.train.config import ConfigError, TrainConfig, to_yaml
+from redi.train.config import ConfigError, TrainConfig, fit_micro_batch, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
 from redi.train.loader import TrainData
 from redi.train.modeling import build_model, compute_dtype, export_hf
@@ -167,6 +168,9 @@ def parameters_finite(model: torch.nn.Module) -> bool:
 
 
 def _train(config: TrainConfig, env: Distributed) -> Path:
+    config, lowered = fit_micro_batch(config, env.world_size)
+    if lowered and env.is_main:
+        print(f"redi: {lowered}", file=sys.stderr)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     out = Path(config.output_dir)

@@ -58,7 +58,7 @@ import dataclasses
 import re
 import sys
 
-from redi.train.config import ConfigError, TrainConfig, build_config
+from redi.train.config import ConfigError, TrainConfig, build_config, fit_micro_batch
 
 GiB, MiB = 2**30, 2**20
 # peak resident set of `redi train` on a 30k-parameter model (bench/plan_validation.py's first
@@ -309,10 +309,13 @@ def main(argv: list[str]) -> int:
         if args.nproc < 1:
             raise PlanError(f"--nproc must be >= 1, got {args.nproc}")
         config = build_config(args.config, args.overrides, data="builtin")  # data is not read
+        config, lowered = fit_micro_batch(config, args.nproc)
         facts = model_facts(config)
     except (ConfigError, PlanError, OSError) as err:
         print(f"redi plan: {err}", file=sys.stderr)
         return 2
+    if lowered:
+        print(f"redi plan: {lowered}")
     result = plan(config, facts, args.nproc, args.device)
     print(report(config, facts, result, budget, args.nproc, args.device))
     if result.peak > budget:

@@ -1,8 +1,9 @@
-"""Checkpoint faults (issue 16): a crafted ``.metadata`` never runs code, damaged checkpoints
-are found by their manifest (resume falls back to the newest intact one), a full disk is a
-one-line error that leaves no ``.tmp``, and corrupt files are one-line errors."""
+"""Checkpoint faults (issues 16, 29): a crafted ``.metadata`` or shard item never runs code,
+damaged checkpoints are found by their manifest (resume falls back to the newest intact one),
+a full disk is a one-line error that leaves no ``.tmp``, and corrupt files are one-line errors."""
 
 import errno
+import io
 import os
 import pickle
 import shutil
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.distributed.checkpoint.filesystem import _StorageInfo
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 
 from redi.train import checkpoint as ckpt
+from redi.train import manifest
 from redi.train.checkpoint import CheckpointError, load_checkpoint, resolve_resume, save_checkpoint
 from redi.train.distributed import init_distributed, shutdown
 
@@ -49,6 +53,65 @@ class _Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.target}",))
+
+
+def craft_pickled_item(path: Path, key: str, marker: Path) -> None:
+    """Rewrite checkpoint ``path`` as an attacker would: ``key`` becomes a pickled (bytes)
+    item whose payload, appended to a shard as ``torch.save`` writes it, creates ``marker``
+    when unpickled; ``.metadata`` (only classes the safe reader allows) and the manifest
+    are rewritten to match."""
+    from redi.train.safe_reader import SafeFileSystemReader
+
+    metadata = SafeFileSystemReader(str(path)).read_metadata()
+    payload = io.BytesIO()
+    torch.save(_Payload(marker), payload)
+    shard = _shard(path)
+    offset = shard.stat().st_size
+    with shard.open("ab") as f:
+        f.write(payload.getvalue())
+    metadata.state_dict_metadata[key] = BytesStorageMetadata()
+    metadata.storage_data = {index: info for index, info in metadata.storage_data.items()
+                             if index.fqn != key}
+    metadata.storage_data[MetadataIndex(key)] = _StorageInfo(shard.name, offset,
+                                                             len(payload.getvalue()))
+    (path / ".metadata").write_bytes(pickle.dumps(metadata))
+    manifest.write_manifest(path, manifest.digests(path, manifest.checkpoint_files(path)))
+
+
+@pytest.mark.parametrize("key", ["model.0.weight", "optim.param_groups.0.lr"])
+def test_crafted_shard_item_is_refused_and_never_runs(group, tmp_path, key):
+    model, optimizer = _model()
+    path = _save(tmp_path, 1, model, optimizer)
+    marker = tmp_path / "payload-ran"
+    craft_pickled_item(path, key, marker)
+    assert ckpt.checkpoint_problem(path) is None  # the manifest proves integrity, not trust
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, model, optimizer)
+    message = str(err.value)
+    assert not marker.exists()
+    assert message.startswith(f"refused checkpoint {path}: ") and "\n" not in message
+    assert key in message
+    if key.startswith("model."):
+        assert ".metadata stores it as a pickled object, but it is a tensor" in message
+    else:
+        assert f"{_shard(path).name}" in message and "posix.system" in message
+
+
+def test_a_shard_outside_the_checkpoint_is_refused(group, tmp_path):
+    """A shard outside the directory would escape its manifest."""
+    from redi.train.safe_reader import SafeFileSystemReader
+
+    model, optimizer = _model()
+    path = _save(tmp_path, 1, model, optimizer)
+    shutil.copy(_shard(path), tmp_path / "elsewhere.distcp")
+    metadata = SafeFileSystemReader(str(path)).read_metadata()
+    for info in metadata.storage_data.values():
+        info.relative_path = "../../elsewhere.distcp"
+    (path / ".metadata").write_bytes(pickle.dumps(metadata))
+    manifest.write_manifest(path, manifest.digests(path, manifest.checkpoint_files(path)))
+    with pytest.raises(CheckpointError, match=r"names a shard outside the checkpoint "
+                                              r"directory \('../../elsewhere.distcp'\)"):
+        load_checkpoint(path, model, optimizer)
 
 
 def test_crafted_metadata_is_refused_and_never_runs(group, tmp_path):

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import yaml
+from test_checkpoint_faults import craft_pickled_item
 from test_trainer import COMMON, TINY_MODEL, data_dir, run_cli, sft, sft_export, stage2  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -31,6 +32,33 @@ def _one_line_error(result, code=2):
     assert result.returncode == code, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     return result.stderr.strip().splitlines()[-1]
+
+
+def _resume(data_dir, run):
+    """``redi sft ... resume=auto`` with the settings of ``finished_run``."""
+    return run_cli(["sft", f"data={data_dir}", f"output_dir={run}", "lr=3e-3", *TINY_MODEL,
+                    *COMMON, "max_steps=2", "save_every=1", "keep_last=5", "resume=auto"])
+
+
+@pytest.mark.parametrize("command,key", [
+    ("export", "model.lm.model.embed_tokens.weight"),
+    ("resume", "model.lm.model.embed_tokens.weight"),
+    ("resume", "optim.param_groups.0.lr"),
+])
+def test_a_crafted_shard_item_never_runs(data_dir, finished_run, tmp_path, command, key):
+    """A weight or the lr re-declared as a pickled item whose payload creates a file, with
+    the manifest recomputed: refused in one line before the payload runs."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    newest = run / "checkpoints" / "step_00000002"
+    marker = tmp_path / "payload-ran"
+    craft_pickled_item(newest, key, marker)
+    result = _export(newest, tmp_path / "out") if command == "export" else _resume(data_dir, run)
+    line = _one_line_error(result)
+    assert not marker.exists()
+    assert f"refused checkpoint {newest}: " in line and key in line
+    assert "posix.system" in line if key.startswith("optim.") else ".metadata" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_never_deletes_a_run_or_a_users_directory(finished_run, tmp_path):

@@ -14,8 +14,9 @@ removes its ``.tmp`` and raises ``CheckpointError``. Shards need a filesystem th
 nodes share.
 
 Before a checkpoint is loaded its files are checked against the manifest, and its
-``.metadata`` is read without running code (``redi.train.safe_reader``). ``resume=auto``
-takes the newest intact checkpoint, with a warning naming the damaged newer one.
+``.metadata`` and pickled items are read without running code
+(``redi.train.safe_reader``). ``resume=auto`` takes the newest intact checkpoint, with a
+warning naming the damaged newer one.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from torch.distributed.checkpoint.state_dict import (
 from redi.files import replace_dir
 from redi.train import manifest
 from redi.train.lora import checkpointed, is_lora
-from redi.train.safe_reader import SafeFileSystemReader, UnsafeMetadata
+from redi.train.safe_reader import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpoint
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -229,7 +230,8 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict
     """Restore the model and, to resume, the optimizer and this rank's RNG; return
     (trainer_state, this rank's sampler_state). With ``optimizer=None`` only the weights
     are loaded (DCP reshards them to any process count) and sampler_state is None.
-    A corrupt or truncated file is a one-line CheckpointError."""
+    A corrupt, truncated or crafted file is a one-line CheckpointError; nothing read from
+    the checkpoint runs code (``redi.train.safe_reader``)."""
     path = Path(path)
     try:
         return _load(path, model, optimizer)
@@ -237,17 +239,27 @@ def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict
         raise
     except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
             pickle.UnpicklingError, zipfile.BadZipFile, CheckpointException) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
+        cause = _rank_failure(err)
+        if isinstance(cause, UnsafeCheckpoint):
+            raise CheckpointError(f"refused checkpoint {path}: {cause}") from None
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(cause).__name__}: "
                               f"{first[:300]})") from err
+
+
+def _rank_failure(err: BaseException) -> BaseException:
+    """What failed inside DCP (its CheckpointException only lists the ranks that failed);
+    ``err`` itself for any other error."""
+    failures = getattr(err, "failures", None) if isinstance(err, CheckpointException) else None
+    if not failures:
+        return err
+    failure = next(iter(failures.values()))
+    return _rank_failure(failure[0] if isinstance(failure, tuple) else failure)
 
 
 def _load(path: Path, model, optimizer) -> tuple[dict, dict | None]:
     reader = SafeFileSystemReader(str(path))
-    try:
-        reader.read_metadata()  # first, so that a crafted file is refused before DCP logs
-    except UnsafeMetadata as err:
-        raise CheckpointError(f"refused checkpoint {path}: {err}") from None
+    reader.read_metadata()  # first, so that a crafted file is refused before DCP logs
     meta = json.loads((path / "trainer.json").read_text())
     expected = parameter_shapes(model)
     if meta["parameter_shapes"] != expected:
@@ -264,7 +276,7 @@ def _load(path: Path, model, optimizer) -> tuple[dict, dict | None]:
     model_state, optim_state = get_state_dict(model, optimizer or ())
     model_state = checkpointed(model, model_state)
     state = {"model": model_state} | ({"optim": optim_state} if optimizer else {})
-    dcp.load(state, storage_reader=reader)
+    dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner())
     set_state_dict(model, optimizer or (), model_state_dict=state["model"],
                    optim_state_dict=state.get("optim", {}),
                    options=StateDictOptions(strict=not is_lora(model)))

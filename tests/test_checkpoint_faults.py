@@ -152,6 +152,26 @@ def test_damaged_newest_checkpoint_falls_back_with_a_warning(group, tmp_path, ca
         resolve_resume(str(newest), tmp_path)
 
 
+@pytest.mark.parametrize("change", ["entry deleted", "file added"])
+def test_the_manifest_covers_the_whole_directory(group, tmp_path, change):
+    """A file the manifest does not list is never checked: it marks the checkpoint damaged."""
+    model, optimizer = _model()
+    path = _save(tmp_path, 1, model, optimizer)
+    entries = manifest.read_manifest(path)
+    if change == "entry deleted":  # and then a bit flipped in that shard
+        shard = _shard(path)
+        del entries[shard.name]
+        manifest.write_manifest(path, entries)
+        data = bytearray(shard.read_bytes())
+        data[-8] ^= 1
+        shard.write_bytes(bytes(data))
+        unlisted = shard.name
+    else:
+        unlisted = "__1_0.distcp"
+        shutil.copy(_shard(path), path / unlisted)
+    assert ckpt.checkpoint_problem(path) == f"{unlisted} is not listed in manifest.json"
+
+
 def test_no_intact_checkpoint_is_an_error(group, tmp_path):
     model, optimizer = _model()
     path = _save(tmp_path, 1, model, optimizer)

@@ -86,6 +86,8 @@ def checkpoint_problem(path: Path) -> str | None:
     if entries is None:
         return None
     mine = [manifest.file_problem(path, name, entries[name]) for name in _share(sorted(entries))]
+    if dist.get_rank() == 0:  # one rank lists the directory, so that all agree
+        mine.insert(0, manifest.unlisted_problem(path, entries))
     problems = [p for share in _gather(mine) for p in share if p is not None]
     return problems[0] if problems else None
 

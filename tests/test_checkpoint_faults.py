@@ -210,6 +210,19 @@ def test_corrupt_files_without_manifest_are_one_line_errors(group, tmp_path, dam
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
+def test_a_missing_shard_without_manifest_is_named(group, tmp_path):
+    """DCP reports only which ranks failed; the error names the rank's own failure."""
+    model, optimizer = _model()
+    path = _save(tmp_path, 1, model, optimizer)
+    (path / "manifest.json").unlink()
+    shard = _shard(path)
+    shard.unlink()
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, model)
+    assert str(err.value) == (f"checkpoint {path} is unreadable (FileNotFoundError: [Errno 2] "
+                              f"No such file or directory: '{shard}')")
+
+
 def test_resave_of_a_step_keeps_one_copy(group, tmp_path):
     model, optimizer = _model()
     _save(tmp_path, 1, model, optimizer)

@@ -4,6 +4,7 @@ a full disk is a one-line error that leaves no ``.tmp``, and corrupt files are o
 
 import errno
 import io
+import json
 import os
 import pickle
 import shutil
@@ -55,6 +56,11 @@ class _Payload:
         return (os.system, (f"touch {self.target}",))
 
 
+def recompute_manifest(path: Path) -> None:
+    """As whoever edits a checkpoint would: the manifest proves integrity, not trust."""
+    manifest.write_manifest(path, manifest.digests(path, manifest.checkpoint_files(path)))
+
+
 def craft_pickled_item(path: Path, key: str, marker: Path) -> None:
     """Rewrite checkpoint ``path`` as an attacker would: ``key`` becomes a pickled (bytes)
     item whose payload, appended to a shard as ``torch.save`` writes it, creates ``marker``
@@ -75,7 +81,7 @@ def craft_pickled_item(path: Path, key: str, marker: Path) -> None:
     metadata.storage_data[MetadataIndex(key)] = _StorageInfo(shard.name, offset,
                                                              len(payload.getvalue()))
     (path / ".metadata").write_bytes(pickle.dumps(metadata))
-    manifest.write_manifest(path, manifest.digests(path, manifest.checkpoint_files(path)))
+    recompute_manifest(path)
 
 
 @pytest.mark.parametrize("key", ["model.0.weight", "optim.param_groups.0.lr"])
@@ -108,7 +114,7 @@ def test_a_shard_outside_the_checkpoint_is_refused(group, tmp_path):
     for info in metadata.storage_data.values():
         info.relative_path = "../../elsewhere.distcp"
     (path / ".metadata").write_bytes(pickle.dumps(metadata))
-    manifest.write_manifest(path, manifest.digests(path, manifest.checkpoint_files(path)))
+    recompute_manifest(path)
     with pytest.raises(CheckpointError, match=r"names a shard outside the checkpoint "
                                               r"directory \('../../elsewhere.distcp'\)"):
         load_checkpoint(path, model, optimizer)
@@ -221,6 +227,48 @@ def test_a_missing_shard_without_manifest_is_named(group, tmp_path):
         load_checkpoint(path, model)
     assert str(err.value) == (f"checkpoint {path} is unreadable (FileNotFoundError: [Errno 2] "
                               f"No such file or directory: '{shard}')")
+
+
+def edit_trainer_json(path: Path, key: str, value) -> None:
+    """Set ``key`` (``a.b`` for a nested one; value ``...`` deletes it) in checkpoint
+    ``path``'s trainer.json, and recompute the manifest."""
+    meta = json.loads((path / "trainer.json").read_text())
+    *parents, last = key.split(".")
+    target = meta
+    for part in parents:
+        target = target[part]
+    if value is ...:
+        del target[last]
+    else:
+        target[last] = value
+    (path / "trainer.json").write_text(json.dumps(meta))
+    recompute_manifest(path)
+
+
+@pytest.mark.parametrize("key,value,problem", [
+    ("tokens_seen", "100", "tokens_seen is '100', not a whole number >= 0"),
+    ("tokens_seen", -5, "tokens_seen is -5, not a whole number >= 0"),
+    ("tokens_seen", ..., "tokens_seen is missing"),
+    ("step", 1.5, "step is 1.5, not a whole number >= 0"),
+    ("world_size", True, "world_size is True, not a whole number >= 1"),
+    ("scheduler.last_epoch", "1", "scheduler.last_epoch is '1', not a whole number >= 0"),
+    ("scheduler.last_epoch", 7, "scheduler.last_epoch is 7, not the step (0)"),
+    ("scheduler.base_lrs", [float("nan")], "scheduler.base_lrs.0 is nan, not a finite number "
+                                           ">= 0"),
+    ("scheduler.base_lrs", [], "scheduler.base_lrs is [], not a list of 1"),
+    ("scheduler.optimizer", None, "scheduler.optimizer is not a key of this run's scheduler"),
+    ("scheduler", [], "scheduler is [], not a mapping"),
+])
+def test_a_hand_edited_trainer_json_is_one_line_naming_the_key(group, tmp_path, key, value,
+                                                                problem):
+    model, optimizer = _model()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # at step 0
+    state = {"scheduler": scheduler.state_dict(), "tokens_seen": 100, "loss": "sft"}
+    path = save_checkpoint(tmp_path, 0, model, optimizer, state, {"position": 0}, 5)
+    edit_trainer_json(path, key, value)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, model, optimizer, scheduler)
+    assert str(err.value) == f"{path / 'trainer.json'}: {problem}"
 
 
 def test_resave_of_a_step_keeps_one_copy(group, tmp_path):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from test_checkpoint_faults import craft_pickled_item
+from test_checkpoint_faults import craft_pickled_item, edit_trainer_json
 from test_trainer import COMMON, TINY_MODEL, data_dir, run_cli, sft, sft_export, stage2  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -77,6 +77,18 @@ def test_export_never_deletes_a_run_or_a_users_directory(finished_run, tmp_path)
     assert _export(step, tmp_path / "new").returncode == 0  # an earlier export is replaced
     assert _export(step, mine, "--overwrite").returncode == 0
     assert (mine / "model.safetensors").is_file() and not (mine / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("key,value", [("tokens_seen", "12"), ("scheduler.last_epoch", "x")])
+def test_resume_from_a_hand_edited_trainer_json_is_one_line(data_dir, finished_run, tmp_path,
+                                                            key, value):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "checkpoints" / "step_00000002")  # so that the resume trains a step
+    older = run / "checkpoints" / "step_00000001"
+    edit_trainer_json(older, key, value)
+    line = _one_line_error(_resume(data_dir, run))
+    assert line.startswith(f"redi: {older / 'trainer.json'}: {key} is {value!r}, not ")
 
 
 def test_export_of_a_damaged_checkpoint_names_the_intact_one(finished_run, tmp_path):

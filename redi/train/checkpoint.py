@@ -45,6 +45,7 @@ from redi.files import replace_dir
 from redi.train import manifest
 from redi.train.lora import checkpointed, is_lora
 from redi.train.safe_reader import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpoint
+from redi.train.trainer_state import TrainerStateError, check_scheduler_state, read_trainer_state
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -228,17 +229,20 @@ def _write_error(err: BaseException, root: Path) -> str:
     return f"could not write a checkpoint in {root}: {first}"
 
 
-def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict | None]:
-    """Restore the model and, to resume, the optimizer and this rank's RNG; return
-    (trainer_state, this rank's sampler_state). With ``optimizer=None`` only the weights
-    are loaded (DCP reshards them to any process count) and sampler_state is None.
-    A corrupt, truncated or crafted file is a one-line CheckpointError; nothing read from
-    the checkpoint runs code (``redi.train.safe_reader``)."""
+def load_checkpoint(path: str | Path, model, optimizer=None,
+                    scheduler=None) -> tuple[dict, dict | None]:
+    """Restore the model and, to resume, the optimizer, the lr scheduler and this rank's
+    RNG; return (trainer_state, this rank's sampler_state). With ``optimizer=None`` only
+    the weights are loaded (DCP reshards them to any process count) and sampler_state is
+    None. A corrupt, truncated, hand-edited or crafted file is a one-line CheckpointError;
+    nothing read from the checkpoint runs code (``redi.train.safe_reader``)."""
     path = Path(path)
     try:
-        return _load(path, model, optimizer)
+        return _load(path, model, optimizer, scheduler)
     except CheckpointError:
         raise
+    except TrainerStateError as err:
+        raise CheckpointError(str(err)) from None
     except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
             pickle.UnpicklingError, zipfile.BadZipFile, CheckpointException) as err:
         cause = _rank_failure(err)
@@ -259,10 +263,10 @@ def _rank_failure(err: BaseException) -> BaseException:
     return _rank_failure(failure[0] if isinstance(failure, tuple) else failure)
 
 
-def _load(path: Path, model, optimizer) -> tuple[dict, dict | None]:
+def _load(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
     reader = SafeFileSystemReader(str(path))
     reader.read_metadata()  # first, so that a crafted file is refused before DCP logs
-    meta = json.loads((path / "trainer.json").read_text())
+    meta = read_trainer_state(path, resume=scheduler is not None)
     expected = parameter_shapes(model)
     if meta["parameter_shapes"] != expected:
         missing = sorted(set(expected) - set(meta["parameter_shapes"]))
@@ -275,6 +279,9 @@ def _load(path: Path, model, optimizer) -> tuple[dict, dict | None]:
         raise CheckpointError(f"checkpoint {path} was written by {meta['world_size']} "
                               f"processes; resume with the same number (now "
                               f"{dist.get_world_size()}) to keep the data order exact")
+    if scheduler is not None:
+        check_scheduler_state(path, meta, scheduler.state_dict())
+        scheduler.load_state_dict(meta["scheduler"])
     model_state, optim_state = get_state_dict(model, optimizer or ())
     model_state = checkpointed(model, model_state)
     state = {"model": model_state} | ({"optim": optim_state} if optimizer else {})

@@ -189,11 +189,10 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
 
     step, tokens_seen = 0, 0
     if resume_from is not None:
-        meta, sampler_state = load_checkpoint(resume_from, model, optimizer)
+        meta, sampler_state = load_checkpoint(resume_from, model, optimizer, scheduler)
         if meta.get("loss") != config.loss:
             raise CheckpointError(f"{resume_from} was written by a {meta.get('loss')} run, "
                                   f"not {config.loss}: use another output_dir or resume=never")
-        scheduler.load_state_dict(meta["scheduler"])
         try:
             data.load_state_dict(sampler_state)
         except ValueError as err:  # the data, seed or process count changed since

@@ -91,6 +91,25 @@ def test_resume_from_a_hand_edited_trainer_json_is_one_line(data_dir, finished_r
     assert line.startswith(f"redi: {older / 'trainer.json'}: {key} is {value!r}, not ")
 
 
+def test_a_checkpoint_that_is_a_symbolic_link_is_refused_before_training(data_dir, finished_run,
+                                                                          tmp_path):
+    """A run removes old checkpoints itself (keep_last), which it cannot do through a link."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    linked = run / "checkpoints" / "step_00000001"
+    moved = tmp_path / "elsewhere" / "step_00000001"
+    moved.parent.mkdir()
+    shutil.move(linked, moved)
+    linked.symlink_to(moved)
+    result = run_cli(["sft", f"data={data_dir}", f"output_dir={run}", "lr=3e-3", *TINY_MODEL,
+                      *COMMON, "max_steps=3", "save_every=1", "keep_last=2"])
+    line = _one_line_error(result)
+    assert line.startswith(f"redi: checkpoint {linked} is a symbolic link (to {moved})")
+    assert (moved / "trainer.json").is_file() and linked.is_symlink()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001",
+                                                                         "step_00000002"]
+
+
 def test_export_of_a_damaged_checkpoint_names_the_intact_one(finished_run, tmp_path):
     import shutil
 

@@ -135,6 +135,18 @@ def check_intact(path: Path) -> None:
     raise CheckpointError(f"checkpoint {path} is damaged ({problem}){other}")
 
 
+def check_not_linked(output_dir: str | Path) -> None:
+    """CheckpointError naming a checkpoint of output_dir that is a symbolic link: a run
+    replaces and removes its checkpoints in place (keep_last), which it cannot do through
+    a link, nor should to data kept elsewhere."""
+    for path in list_checkpoints(output_dir):
+        if path.is_symlink():
+            raise CheckpointError(f"checkpoint {path} is a symbolic link (to {path.resolve()}); "
+                                  "a run keeps and removes its checkpoints itself: move the "
+                                  "directory back in place of the link, or use another "
+                                  "output_dir")
+
+
 def parameter_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
     """Shapes of the checkpointed parameters (all, or the LoRA adapters)."""
     return checkpointed(model, {name: list(p.shape) for name, p in model.named_parameters()})

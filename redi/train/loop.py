@@ -29,6 +29,7 @@ from redi.files import atomic_write_text
 from redi.train import lora
 from redi.train.checkpoint import (
     CheckpointError,
+    check_not_linked,
     list_checkpoints,
     load_checkpoint,
     resolve_resume,
@@ -172,6 +173,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     out = Path(config.output_dir)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    check_not_linked(out)
     resume_from = resolve_resume(config.resume, out)
     start_run_config(config, out, resume_from, env.is_main)
 

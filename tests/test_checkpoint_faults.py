@@ -61,16 +61,16 @@ def recompute_manifest(path: Path) -> None:
     manifest.write_manifest(path, manifest.digests(path, manifest.checkpoint_files(path)))
 
 
-def craft_pickled_item(path: Path, key: str, marker: Path) -> None:
+def craft_pickled_item(path: Path, key: str, value) -> None:
     """Rewrite checkpoint ``path`` as an attacker would: ``key`` becomes a pickled (bytes)
-    item whose payload, appended to a shard as ``torch.save`` writes it, creates ``marker``
-    when unpickled; ``.metadata`` (only classes the safe reader allows) and the manifest
-    are rewritten to match."""
+    item holding ``value`` (e.g. a ``_Payload``), appended to a shard as ``torch.save``
+    writes it; ``.metadata`` (only classes the safe reader allows) and the manifest are
+    rewritten to match."""
     from redi.train.safe_reader import SafeFileSystemReader
 
     metadata = SafeFileSystemReader(str(path)).read_metadata()
     payload = io.BytesIO()
-    torch.save(_Payload(marker), payload)
+    torch.save(value, payload)
     shard = _shard(path)
     offset = shard.stat().st_size
     with shard.open("ab") as f:
@@ -89,7 +89,7 @@ def test_crafted_shard_item_is_refused_and_never_runs(group, tmp_path, key):
     model, optimizer = _model()
     path = _save(tmp_path, 1, model, optimizer)
     marker = tmp_path / "payload-ran"
-    craft_pickled_item(path, key, marker)
+    craft_pickled_item(path, key, _Payload(marker))
     assert ckpt.checkpoint_problem(path) is None  # the manifest proves integrity, not trust
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, model, optimizer)
@@ -101,6 +101,16 @@ def test_crafted_shard_item_is_refused_and_never_runs(group, tmp_path, key):
         assert ".metadata stores it as a pickled object, but it is a tensor" in message
     else:
         assert f"{_shard(path).name}" in message and "posix.system" in message
+
+
+def test_a_pickled_value_of_another_type_is_refused(group, tmp_path):
+    model, optimizer = _model()
+    path = _save(tmp_path, 1, model, optimizer)
+    craft_pickled_item(path, "optim.param_groups.0.lr", "0.01")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, model, optimizer)
+    assert str(err.value) == (f"refused checkpoint {path}: {_shard(path).name}: "
+                              "optim.param_groups.0.lr is a str, not a float as in this run")
 
 
 def test_a_shard_outside_the_checkpoint_is_refused(group, tmp_path):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from test_checkpoint_faults import craft_pickled_item, edit_trainer_json
+from test_checkpoint_faults import _Payload, craft_pickled_item, edit_trainer_json
 from test_trainer import COMMON, TINY_MODEL, data_dir, run_cli, sft, sft_export, stage2  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def test_a_crafted_shard_item_never_runs(data_dir, finished_run, tmp_path, comma
     shutil.copytree(finished_run, run)
     newest = run / "checkpoints" / "step_00000002"
     marker = tmp_path / "payload-ran"
-    craft_pickled_item(newest, key, marker)
+    craft_pickled_item(newest, key, _Payload(marker))
     result = _export(newest, tmp_path / "out") if command == "export" else _resume(data_dir, run)
     line = _one_line_error(result)
     assert not marker.exists()

@@ -91,7 +91,8 @@ class SafeFileSystemReader(FileSystemReader):
 class SafeLoadPlanner(DefaultLoadPlanner):
     """A ``DefaultLoadPlanner`` that unpickles no code (raises ``UnsafeCheckpoint``; the
     refused payload is never called): a key this run holds as a tensor must be stored as
-    one, and a bytes item is read with ``torch.load(weights_only=True)``."""
+    one, and a bytes item is read with ``torch.load(weights_only=True)`` and must be of
+    the type this run holds there (an lr stays a float)."""
 
     def create_local_plan(self) -> LoadPlan:
         plan = super().create_local_plan()
@@ -106,7 +107,12 @@ class SafeLoadPlanner(DefaultLoadPlanner):
     def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
         fqn = read_item.dest_index.fqn
         shard = self.metadata.storage_data[read_item.storage_index].relative_path
-        obj = _plain_value(value, f"{shard}: {fqn}")
+        where = f"{shard}: {fqn}"
+        obj = _plain_value(value, where)
+        held = type(self.state_dict.get(fqn))
+        if type(obj) is not held:
+            raise UnsafeCheckpoint(f"{where} is a {type(obj).__name__}, not a {held.__name__} "
+                                   "as in this run")
         if self.flatten_state_dict:
             set_element(self.original_state_dict, self.mappings[fqn], obj)
         else:

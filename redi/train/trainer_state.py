@@ -62,9 +62,9 @@ def read_trainer_state(checkpoint: Path, resume: bool) -> dict:
 
 
 def check_scheduler_state(checkpoint: Path, meta: dict, live: dict) -> None:
-    """Whether ``meta["scheduler"]`` fits this run's scheduler (whose ``state_dict()`` is
-    ``live``): its keys, value types and lengths; numbers finite and >= 0; ``last_epoch``
-    the step (the scheduler steps once per optimizer step)."""
+    """TrainerStateError unless ``meta["scheduler"]`` fits this run's scheduler (whose
+    ``state_dict()`` is ``live``): its keys, value types and lengths; numbers finite and
+    >= 0; ``last_epoch`` the step (the scheduler steps once per optimizer step)."""
     problem = _value_problem("scheduler", meta["scheduler"], live)
     last_epoch = meta["scheduler"].get("last_epoch", meta["step"])
     if problem is None and last_epoch != meta["step"]:
@@ -93,7 +93,7 @@ def _value_problem(name: str, value, like) -> str | None:
         problems = (_value_problem(f"{name}.{i}", *pair) for i, pair in enumerate(zip(value, like)))
         return next((p for p in problems if p is not None), None)
     if like is None or isinstance(like, (bool, str)):
-        if value is None if like is None else type(value) is type(like):
+        if type(value) is type(like):
             return None
         return f"{name} is {value!r}, not {'null' if like is None else type(like).__name__}"
     if isinstance(like, int):

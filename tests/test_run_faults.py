@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import yaml
+from test_checkpoint_faults import _Payload, craft_pickled_item, edit_trainer_json
 from test_trainer import COMMON, TINY_MODEL, data_dir, run_cli, sft, sft_export, stage2  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -33,6 +34,33 @@ def _one_line_error(result, code=2):
     return result.stderr.strip().splitlines()[-1]
 
 
+def _resume(data_dir, run):
+    """``redi sft ... resume=auto`` with the settings of ``finished_run``."""
+    return run_cli(["sft", f"data={data_dir}", f"output_dir={run}", "lr=3e-3", *TINY_MODEL,
+                    *COMMON, "max_steps=2", "save_every=1", "keep_last=5", "resume=auto"])
+
+
+@pytest.mark.parametrize("command,key", [
+    ("export", "model.lm.model.embed_tokens.weight"),
+    ("resume", "model.lm.model.embed_tokens.weight"),
+    ("resume", "optim.param_groups.0.lr"),
+])
+def test_a_crafted_shard_item_never_runs(data_dir, finished_run, tmp_path, command, key):
+    """A weight or the lr re-declared as a pickled item whose payload creates a file, with
+    the manifest recomputed: refused in one line before the payload runs."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    newest = run / "checkpoints" / "step_00000002"
+    marker = tmp_path / "payload-ran"
+    craft_pickled_item(newest, key, _Payload(marker))
+    result = _export(newest, tmp_path / "out") if command == "export" else _resume(data_dir, run)
+    line = _one_line_error(result)
+    assert not marker.exists()
+    assert f"refused checkpoint {newest}: " in line and key in line
+    assert "posix.system" in line if key.startswith("optim.") else ".metadata" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_never_deletes_a_run_or_a_users_directory(finished_run, tmp_path):
     step = finished_run / "checkpoints" / "step_00000002"
     before = sorted(p.name for p in finished_run.iterdir())
@@ -49,6 +77,37 @@ def test_export_never_deletes_a_run_or_a_users_directory(finished_run, tmp_path)
     assert _export(step, tmp_path / "new").returncode == 0  # an earlier export is replaced
     assert _export(step, mine, "--overwrite").returncode == 0
     assert (mine / "model.safetensors").is_file() and not (mine / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("key,value", [("tokens_seen", "12"), ("scheduler.last_epoch", "x")])
+def test_resume_from_a_hand_edited_trainer_json_is_one_line(data_dir, finished_run, tmp_path,
+                                                            key, value):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "checkpoints" / "step_00000002")  # so that the resume trains a step
+    older = run / "checkpoints" / "step_00000001"
+    edit_trainer_json(older, key, value)
+    line = _one_line_error(_resume(data_dir, run))
+    assert line.startswith(f"redi: {older / 'trainer.json'}: {key} is {value!r}, not ")
+
+
+def test_a_checkpoint_that_is_a_symbolic_link_is_refused_before_training(data_dir, finished_run,
+                                                                          tmp_path):
+    """A run removes old checkpoints itself (keep_last), which it cannot do through a link."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    linked = run / "checkpoints" / "step_00000001"
+    moved = tmp_path / "elsewhere" / "step_00000001"
+    moved.parent.mkdir()
+    shutil.move(linked, moved)
+    linked.symlink_to(moved)
+    result = run_cli(["sft", f"data={data_dir}", f"output_dir={run}", "lr=3e-3", *TINY_MODEL,
+                      *COMMON, "max_steps=3", "save_every=1", "keep_last=2"])
+    line = _one_line_error(result)
+    assert line.startswith(f"redi: checkpoint {linked} is a symbolic link (to {moved})")
+    assert (moved / "trainer.json").is_file() and linked.is_symlink()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001",
+                                                                         "step_00000002"]
 
 
 def test_export_of_a_damaged_checkpoint_names_the_intact_one(finished_run, tmp_path):

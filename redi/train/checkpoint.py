@@ -14,8 +14,9 @@ removes its ``.tmp`` and raises ``CheckpointError``. Shards need a filesystem th
 nodes share.
 
 Before a checkpoint is loaded its files are checked against the manifest, and its
-``.metadata`` is read without running code (``redi.train.safe_reader``). ``resume=auto``
-takes the newest intact checkpoint, with a warning naming the damaged newer one.
+``.metadata`` and pickled items are read without running code
+(``redi.train.safe_reader``). ``resume=auto`` takes the newest intact checkpoint, with a
+warning naming the damaged newer one.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from torch.distributed.checkpoint.state_dict import (
 from redi.files import replace_dir
 from redi.train import manifest
 from redi.train.lora import checkpointed, is_lora
-from redi.train.safe_reader import SafeFileSystemReader, UnsafeMetadata
+from redi.train.safe_reader import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpoint
+from redi.train.trainer_state import TrainerStateError, check_scheduler_state, read_trainer_state
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
@@ -85,6 +87,8 @@ def checkpoint_problem(path: Path) -> str | None:
     if entries is None:
         return None
     mine = [manifest.file_problem(path, name, entries[name]) for name in _share(sorted(entries))]
+    if dist.get_rank() == 0:  # one rank lists the directory, so that all agree
+        mine.insert(0, manifest.unlisted_problem(path, entries))
     problems = [p for share in _gather(mine) for p in share if p is not None]
     return problems[0] if problems else None
 
@@ -129,6 +133,18 @@ def check_intact(path: Path) -> None:
               if p != path and checkpoint_problem(p) is None]
     other = f"; the newest intact one is {intact[-1]}" if intact else ""
     raise CheckpointError(f"checkpoint {path} is damaged ({problem}){other}")
+
+
+def check_not_linked(output_dir: str | Path) -> None:
+    """CheckpointError naming a checkpoint of output_dir that is a symbolic link: a run
+    replaces and removes its checkpoints in place (keep_last), which it cannot do through
+    a link, nor should to data kept elsewhere."""
+    for path in list_checkpoints(output_dir):
+        if path.is_symlink():
+            raise CheckpointError(f"checkpoint {path} is a symbolic link (to {path.resolve()}); "
+                                  "a run keeps and removes its checkpoints itself: move the "
+                                  "directory back in place of the link, or use another "
+                                  "output_dir")
 
 
 def parameter_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
@@ -225,30 +241,44 @@ def _write_error(err: BaseException, root: Path) -> str:
     return f"could not write a checkpoint in {root}: {first}"
 
 
-def load_checkpoint(path: str | Path, model, optimizer=None) -> tuple[dict, dict | None]:
-    """Restore the model and, to resume, the optimizer and this rank's RNG; return
-    (trainer_state, this rank's sampler_state). With ``optimizer=None`` only the weights
-    are loaded (DCP reshards them to any process count) and sampler_state is None.
-    A corrupt or truncated file is a one-line CheckpointError."""
+def load_checkpoint(path: str | Path, model, optimizer=None,
+                    scheduler=None) -> tuple[dict, dict | None]:
+    """Restore the model and, to resume, the optimizer, the lr scheduler and this rank's
+    RNG; return (trainer_state, this rank's sampler_state). With ``optimizer=None`` only
+    the weights are loaded (DCP reshards them to any process count) and sampler_state is
+    None. A corrupt, truncated, hand-edited or crafted file is a one-line CheckpointError;
+    nothing read from the checkpoint runs code (``redi.train.safe_reader``)."""
     path = Path(path)
     try:
-        return _load(path, model, optimizer)
+        return _load(path, model, optimizer, scheduler)
     except CheckpointError:
         raise
+    except TrainerStateError as err:
+        raise CheckpointError(str(err)) from None
     except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError,
             pickle.UnpicklingError, zipfile.BadZipFile, CheckpointException) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
+        cause = _rank_failure(err)
+        if isinstance(cause, UnsafeCheckpoint):
+            raise CheckpointError(f"refused checkpoint {path}: {cause}") from None
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(cause).__name__}: "
                               f"{first[:300]})") from err
 
 
-def _load(path: Path, model, optimizer) -> tuple[dict, dict | None]:
+def _rank_failure(err: BaseException) -> BaseException:
+    """What failed inside DCP (its CheckpointException only lists the ranks that failed);
+    ``err`` itself for any other error."""
+    failures = getattr(err, "failures", None) if isinstance(err, CheckpointException) else None
+    if not failures:
+        return err
+    failure = next(iter(failures.values()))
+    return _rank_failure(failure[0] if isinstance(failure, tuple) else failure)
+
+
+def _load(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
     reader = SafeFileSystemReader(str(path))
-    try:
-        reader.read_metadata()  # first, so that a crafted file is refused before DCP logs
-    except UnsafeMetadata as err:
-        raise CheckpointError(f"refused checkpoint {path}: {err}") from None
-    meta = json.loads((path / "trainer.json").read_text())
+    reader.read_metadata()  # first, so that a crafted file is refused before DCP logs
+    meta = read_trainer_state(path, resume=scheduler is not None)
     expected = parameter_shapes(model)
     if meta["parameter_shapes"] != expected:
         missing = sorted(set(expected) - set(meta["parameter_shapes"]))
@@ -261,10 +291,13 @@ def _load(path: Path, model, optimizer) -> tuple[dict, dict | None]:
         raise CheckpointError(f"checkpoint {path} was written by {meta['world_size']} "
                               f"processes; resume with the same number (now "
                               f"{dist.get_world_size()}) to keep the data order exact")
+    if scheduler is not None:
+        check_scheduler_state(path, meta, scheduler.state_dict())
+        scheduler.load_state_dict(meta["scheduler"])
     model_state, optim_state = get_state_dict(model, optimizer or ())
     model_state = checkpointed(model, model_state)
     state = {"model": model_state} | ({"optim": optim_state} if optimizer else {})
-    dcp.load(state, storage_reader=reader)
+    dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner())
     set_state_dict(model, optimizer or (), model_state_dict=state["model"],
                    optim_state_dict=state.get("optim", {}),
                    options=StateDictOptions(strict=not is_lora(model)))

@@ -30,6 +30,7 @@ from redi.files import atomic_write_text
 from redi.train import lora
 from redi.train.checkpoint import (
     CheckpointError,
+    check_not_linked,
     list_checkpoints,
     load_checkpoint,
     resolve_resume,
@@ -176,6 +177,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     out = Path(config.output_dir)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    check_not_linked(out)
     resume_from = resolve_resume(config.resume, out)
     start_run_config(config, out, resume_from, env.is_main)
 
@@ -193,11 +195,10 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
 
     step, tokens_seen = 0, 0
     if resume_from is not None:
-        meta, sampler_state = load_checkpoint(resume_from, model, optimizer)
+        meta, sampler_state = load_checkpoint(resume_from, model, optimizer, scheduler)
         if meta.get("loss") != config.loss:
             raise CheckpointError(f"{resume_from} was written by a {meta.get('loss')} run, "
                                   f"not {config.loss}: use another output_dir or resume=never")
-        scheduler.load_state_dict(meta["scheduler"])
         try:
             data.load_state_dict(sampler_state)
         except ValueError as err:  # the data, seed or process count changed since

@@ -2,9 +2,10 @@
 
 Written last into a checkpoint (before the directory is renamed into place) and checked
 before a checkpoint is resumed or exported, so that a shard damaged on disk (a bad sector,
-a partial copy, an edit) is found before its bytes become weights. Hashing is split over
-the processes (process r takes every W-th file), so a save or a check costs one read of
-1/W of the checkpoint per process.
+a partial copy, an edit) is found before its bytes become weights. It covers the whole
+directory: a file it does not list, or a listed file that is missing, is damage too.
+Hashing is split over the processes (process r takes every W-th file), so a save or a
+check costs one read of 1/W of the checkpoint per process.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def read_manifest(directory: Path) -> dict[str, list] | None:
             isinstance(e, list) and len(e) == 2 for e in entries.values()):
         raise ValueError(f"unreadable {MANIFEST}")
     return entries
+
+
+def unlisted_problem(directory: Path, entries: dict[str, list]) -> str | None:
+    """A file of the directory the manifest does not list (None: it lists them all). Such a
+    file would never be checked: a shard whose entry was deleted could hold anything."""
+    unlisted = [name for name in checkpoint_files(directory) if name not in entries]
+    return f"{unlisted[0]} is not listed in {MANIFEST}" if unlisted else None
 
 
 def file_problem(directory: Path, name: str, entry: list) -> str | None:

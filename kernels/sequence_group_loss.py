@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import torch
 
+from .backend import select_backend
 from .linear_logprobs import (
     check_inputs,
     first_order_only,
@@ -35,7 +36,6 @@ from .linear_logprobs import (
     grads_needed,
     hand_over_grads,
     logp_dtype,
-    select_backend,
 )
 
 

@@ -53,12 +53,10 @@ more than one process.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
-import sys
 
-from redi.train.config import ConfigError, TrainConfig, build_config, fit_micro_batch
+from redi.train.config import TrainConfig
 
 GiB, MiB = 2**30, 2**20
 # peak resident set of `redi train` on a 30k-parameter model (bench/plan_validation.py's first
@@ -288,44 +286,13 @@ def report(config: TrainConfig, facts: ModelFacts, result: Plan, budget: int, np
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="redi plan", description=(
-        "predict the peak memory per device of a redi sft/train run, without loading "
-        "weights; print the breakdown, whether it fits and what would make it fit"))
-    p.add_argument("--config", help="a YAML recipe (e.g. recipes/tiny_redi.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="any training config key")
-    p.add_argument("--gpu-memory", default="80GiB",
-                   help="memory per device, e.g. 80GiB, 40GB (default 80GiB)")
-    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) sharing the model")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="plan for GPUs (bf16 with dtype=auto) or CPU processes (fp32)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        budget = parse_size(args.gpu_memory)
-        if args.nproc < 1:
-            raise PlanError(f"--nproc must be >= 1, got {args.nproc}")
-        config = build_config(args.config, args.overrides, data="builtin")  # data is not read
-        config, lowered = fit_micro_batch(config, args.nproc)
-        facts = model_facts(config)
-    except (ConfigError, PlanError, OSError) as err:
-        print(f"redi plan: {err}", file=sys.stderr)
-        return 2
-    if lowered:
-        print(f"redi plan: {lowered}")
-    result = plan(config, facts, args.nproc, args.device)
-    print(report(config, facts, result, budget, args.nproc, args.device))
-    if result.peak > budget:
-        tried = suggestions(config, facts, args.nproc, args.device, budget)
-        print("\nto fit, try (cumulative):")
-        for text, peak in tried:
-            mark = "fits" if peak <= budget else ""
-            print(f"  + {text:<48}{_gib(peak)}  {mark}".rstrip())
-        if tried and tried[-1][1] > budget:
-            print("  still too large: more processes (--nproc), a shorter max_length or a "
-                  "larger device")
-        return 1
-    return 0
+def suggestions_report(tried: list[tuple[str, int]], budget: int) -> str:
+    """The ``suggestions`` as printed under a plan that does not fit."""
+    lines = ["to fit, try (cumulative):"]
+    for text, peak in tried:
+        mark = "fits" if peak <= budget else ""
+        lines.append(f"  + {text:<48}{_gib(peak)}  {mark}".rstrip())
+    if tried and tried[-1][1] > budget:
+        lines.append("  still too large: more processes (--nproc), a shorter max_length or a "
+                     "larger device")
+    return "\n".join(lines)

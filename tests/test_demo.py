@@ -134,6 +134,20 @@ def test_table_labels_follow_the_recipes_alpha(monkeypatch):
     assert design.label("dpo") == "DPO"
 
 
+def test_report_remakes_the_committed_results(tmp_path):
+    """docs/demo/results.md and the plot are what ``redi.demo.report`` makes of results.json
+    (``--full`` writes the three together)."""
+    from pathlib import Path
+
+    from redi.demo.report import plot_curves, results_table
+
+    docs = Path(__file__).parents[1] / "docs" / "demo"
+    results = json.loads((docs / "results.json").read_text())
+    assert results_table(results) + "\n" == (docs / "results.md").read_text()
+    png = plot_curves(tmp_path / "curves.png", results).read_bytes()
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000
+
+
 def test_plateau_rule_is_gain_within_two_standard_errors():
     # still rising: +12 points over the last 3 of 4 points, 2 SE = 6.2 points on 200 problems
     rising = plateau([(16, 0.04), (32, 0.07), (48, 0.135), (63, 0.19)], 200)

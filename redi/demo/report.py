@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from redi.demo.design import TEST_TEMPERATURE, label
+from redi.plotting import panels
 
 COLORS = {"sft_continued": "tab:gray", "redi": "tab:red", "redi_symmetric": "tab:orange",
           "dpo": "tab:blue", "simpo": "tab:green"}
@@ -69,15 +70,15 @@ def plot_curves(path: Path, results: dict) -> Path:
     """One figure: validation greedy accuracy vs Stage-2 step of the chosen runs, every
     method and seed; beside it, when there was a sweep, the final validation accuracy vs
     learning rate (mean over the sweep seeds, bars: min to max), every method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sweep = results["sweep"]
-    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(13 if sweep else 7, 4.5),
-                             squeeze=False)
-    ax = axes[0][0]
+    with panels(path, 2 if sweep else 1, (13 if sweep else 7, 4.5)) as (_, axes):
+        _plot_chosen_runs(axes[0], results)
+        if sweep:
+            _plot_sweep(axes[1], results)
+    return path
+
+
+def _plot_chosen_runs(ax, results: dict) -> None:
     for method, per_seed in results["curves"].items():
         for i, points in enumerate(per_seed.values()):
             xs, ys = zip(*points, strict=True)
@@ -90,24 +91,21 @@ def plot_curves(path: Path, results: dict) -> Path:
                  "(step 0: Stage 1)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if sweep:
-        ax = axes[0][1]
-        for method, points in sweep.items():
-            rates = sorted(points, key=float)
-            values = [[100 * v for v in points[lr]] for lr in rates]
-            mean = [sum(v) / len(v) for v in values]
-            ax.errorbar([float(lr) for lr in rates], mean, marker="o", capsize=3,
-                        yerr=[[m - min(v) for m, v in zip(mean, values, strict=True)],
-                              [max(v) - m for m, v in zip(mean, values, strict=True)]],
-                        color=COLORS[method], label=label(method))
-        ax.set_xscale("log")
-        ax.set_xlabel("Stage-2 learning rate")
-        ax.set_ylabel("validation greedy accuracy % (final model)")
-        seeds = results["selection"]["sweep_seeds"]
-        ax.set_title(f"the sweep: every rate, mean over seeds {seeds}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+
+def _plot_sweep(ax, results: dict) -> None:
+    for method, points in results["sweep"].items():
+        rates = sorted(points, key=float)
+        values = [[100 * v for v in points[lr]] for lr in rates]
+        mean = [sum(v) / len(v) for v in values]
+        ax.errorbar([float(lr) for lr in rates], mean, marker="o", capsize=3,
+                    yerr=[[m - min(v) for m, v in zip(mean, values, strict=True)],
+                          [max(v) - m for m, v in zip(mean, values, strict=True)]],
+                    color=COLORS[method], label=label(method))
+    ax.set_xscale("log")
+    ax.set_xlabel("Stage-2 learning rate")
+    ax.set_ylabel("validation greedy accuracy % (final model)")
+    seeds = results["selection"]["sweep_seeds"]
+    ax.set_title(f"the sweep: every rate, mean over seeds {seeds}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

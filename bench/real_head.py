@@ -19,6 +19,10 @@ Liger-Kernel has no REDI loss, and its per-token fused cross-entropy is CUDA-onl
 is its chunked SimPO (eager), whose chunk is one pair's whole [2T, V] logits, like any of
 its pair losses. Cut Cross-Entropy runs its ``torch_compile`` implementation on CPU (its
 ``cce`` kernels need CUDA); a peer that cannot run gets a row saying why.
+
+The ``head-time`` section (``TIME_SECTION``) is the time per token alone, of ``TIMED_ONLY``
+and the floor, without the search: minutes instead of an hour on a CPU, so it can be rerun
+when the machine is quiet.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ IMPLS = {
 }
 CCE = "cut-cross-entropy[torch_compile]"
 FLOOR = "3-matmul floor"  # x W^T, dz W, dz^T x on the same shapes: timed, not searched
+# The ``head-time`` section's implementations (the slow peers, torch's linear_cross_entropy
+# and Liger's chunked SimPO on a CPU, are left to ``head``)
+TIMED_ONLY = ("ours", "naive", CCE)
 
 
 
@@ -128,14 +135,21 @@ def _extrapolated(peaks, budget):
     return int(t1 + (budget - p1) / slope) if slope > 0 else None
 
 
+def _not_run(label, shape) -> dict | None:
+    """The status and error of a peer that cannot run here (left out or missing), or None."""
+    why = _missing(label, shape)
+    if why is None:
+        return None
+    skipped = label == CCE and not shape.peers_compiled
+    return dict(status="skipped" if skipped else "failed", error=why)
+
+
 def _longest(settings, shape, label) -> dict:
     row = dict(section="head", loss="redi", impl=label, hidden=shape.hidden, vocab=shape.vocab,
                budget_bytes=shape.budget, time_s=None)
-    why = _missing(label, shape)
-    if why:
-        skipped = label == CCE and not shape.peers_compiled
-        return dict(row, status="skipped" if skipped else "failed", error=why,
-                    peak_bytes=None, max_seq_len=None)
+    not_run = _not_run(label, shape)
+    if not_run:
+        return dict(row, **not_run, peak_bytes=None, max_seq_len=None)
     peaks = {}
     fits = lambda t: _probe(settings, shape, label, t, peaks)  # noqa: E731
     try:
@@ -196,6 +210,25 @@ def run(settings: Settings) -> list[dict]:
     return rows
 
 
+def run_time_only(settings: Settings) -> list[dict]:
+    """The ``head-time`` section: ``_time_per_token`` of ``TIMED_ONLY`` and the floor, in the
+    same interleaved rounds; a peer that cannot run gets a row saying why."""
+    shape = head_shape(settings)
+    base = dict(section="head-time", loss="redi", hidden=shape.hidden, vocab=shape.vocab)
+    not_run = {label: _not_run(label, shape) for label in TIMED_ONLY}
+    timed = _time_per_token(settings, shape,
+                            [label for label, why in not_run.items() if not why] + [FLOOR])
+    rows = []
+    for label in (*TIMED_ONLY, FLOOR):
+        r = timed.get(label)
+        rows.append(dict(base, impl=label, **not_run[label], time_s=None) if r is None else
+                    dict(base, impl=label, status="ok" if r["time_s"] is not None else "failed",
+                         **r))
+    add_ratios(rows, "naive", lambda r: r["impl"] == "naive", match=("loss",), keys=("time_s",))
+    add_ratios(rows, "floor", lambda r: r["impl"] == FLOOR, match=("loss",), keys=("time_s",))
+    return rows
+
+
 def describe(s: Settings) -> str:
     h = head_shape(s)
     return (f"one REDI pair, H={h.hidden} V={h.vocab} {str(s.dtype)[6:]}: longest T within "
@@ -210,6 +243,22 @@ SECTION = Section(
              Column("longest T", "max_seq_len"), Column("capped", "capped"),
              Column("x naive", "max_seq_len_vs_naive", "{:.1f}"),
              Column("extrapolated T", "predicted_max_seq_len"), PEAK,
+             Column("ms/token", "ms_per_token", "{:.2f}"), MS,
+             Column("time x naive", "time_s_vs_naive", "{:.2f}"),
+             Column("time x floor", "time_s_vs_floor", "{:.2f}"),
+             Column("error", "error", left=True)))
+
+
+def describe_time_only(s: Settings) -> str:
+    h = head_shape(s)
+    return (f"one REDI pair, H={h.hidden} V={h.vocab} {str(s.dtype)[6:]}: time per token at "
+            f"T={h.common_len} (median of {s.repeats} interleaved rounds) of "
+            f"{', '.join(TIMED_ONLY)} and the {FLOOR}, on {s.device}")
+
+
+TIME_SECTION = Section(
+    name="head-time", describe=describe_time_only, run=run_time_only, plotted=False,
+    columns=(Column("implementation", "impl", left=True), Column("status", "status", left=True),
              Column("ms/token", "ms_per_token", "{:.2f}"), MS,
              Column("time x naive", "time_s_vs_naive", "{:.2f}"),
              Column("time x floor", "time_s_vs_floor", "{:.2f}"),

@@ -16,6 +16,8 @@ Sections (``SECTIONS``; run in the order given):
 * ``head``: the Qwen2.5-Math-1.5B head (H=1536, V=151936): longest REDI pair within a
   memory budget and time per token, ours vs naive and the peers (``real_head``); run only
   when named in ``--sections`` (or with ``--quick``): an hour or more on a CPU.
+* ``head-time`` (only when named): the ``head`` section's time per token alone, ours vs
+  naive vs Cut Cross-Entropy vs the 3-matmul floor, without the memory search (minutes).
 * ``trainer-peers`` (only when named in ``--sections``; ~20 min on 2 CPU cores): ``redi
   train`` vs TRL's DPOTrainer (with and without Liger) and CPOTrainer (SimPO) on the same
   model, pairs and steps, one process per trainer (``trainer_peers``).
@@ -49,11 +51,13 @@ from settings import MODEL_SHAPES, MiB, profile
 
 SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
                                 step_level.MAX_SEQ_SECTION, trainer_level.SECTION,
-                                real_head.SECTION, trainer_peers.SECTION)}
+                                real_head.SECTION, real_head.TIME_SECTION,
+                                trainer_peers.SECTION)}
 # A run directory outside the source tree (ignored by git); committed results go under
 # bench/results/<device>-<date>/ only when asked for with --out.
 FULL_WHEN_NAMED = ("head",)  # its full-size run only when named: an hour or more on a CPU
-ONLY_WHEN_NAMED = (trainer_peers.SECTION.name,)  # ~20 min on 2 CPU cores, also with --quick
+# trainer-peers: ~20 min on 2 CPU cores, also with --quick; head-time: what head measures too
+ONLY_WHEN_NAMED = (trainer_peers.SECTION.name, real_head.TIME_SECTION.name)
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 
 

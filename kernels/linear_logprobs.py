@@ -8,7 +8,8 @@ bias b [V], an optional softcap c, a temperature tau and aligned labels y_i::
 
 (why this order: ``logit_transform.py``).
 
-Two entries share the backends (``torch_impl`` on CPU, ``triton_impl`` on CUDA):
+Two entries share the backends (``torch_impl`` on CPU, ``triton_impl`` on CUDA; ``backend.py``
+chooses):
 
 * ``token_logprobs`` returns every logp_i and accepts any upstream gradient dL/dlogp_i
   (DPO, SimPO, RL losses). Its backward recomputes the logits: 4 matmul-equivalents
@@ -31,43 +32,13 @@ Extra memory is O(N*H + V*H + one bounded chunk of logits); see each backend for
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
-from . import fallback, torch_impl
+from .backend import select_backend
 from .logit_transform import LogitTransform
 
-BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _triton_impl():
-    from . import triton_impl  # imported on first use: triton reads TRITON_INTERPRET then
-
-    return triton_impl
-
-
-def auto_prefers_triton(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cuda" and dtype != torch.float64
-
-
-def select_backend(backend: str, device: torch.device, dtype: torch.dtype):
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        if auto_prefers_triton(device, dtype):
-            return fallback.TRITON_OR_TORCH  # Triton, or torch_impl if it fails (fallback.py)
-        backend = "torch"
-    if backend == "torch":
-        return torch_impl
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            f"backend='triton' needs CUDA tensors (got {device.type}); use backend='torch' "
-            "or 'auto' on CPU, or set TRITON_INTERPRET=1 before importing redi to debug")
-    if dtype == torch.float64:
-        raise ValueError("backend='triton' supports float32, bfloat16 and float16, not float64")
-    return _triton_impl()
 
 
 def logp_dtype(hidden: torch.Tensor) -> torch.dtype:

@@ -19,15 +19,16 @@ Cost: the 3 matmuls of the single pass plus one [V, H] scale-and-add per sequenc
 the single pass's, plus K compute-dtype (float32) [V, H] buffers, K = sequences per group (2
 for pairs), and the float32 dW accumulator. It beats the recomputation when the matmul
 saved on a sequence of T tokens (2 T V H flops) costs more than that pass (about 12 V H bytes
-of traffic): T > 6 x the machine's flops per byte. That is ~100 tokens on 2 EPYC cores
-(fp32) and, predicted from datasheet figures (not measured), ~1300 on an H100 (bf16): shorter
-sequences on a GPU are better served by the two-pass op.
+of traffic): T > 6 x the machine's flops per byte. A GPU has many more flops per byte than
+a CPU, so shorter sequences on a GPU are better served by the two-pass op (the crossover
+figures for a CPU and an H100: ``bench/results/cpu-2026-11-26/README.md``).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .backend import select_backend
 from .linear_logprobs import (
     check_inputs,
     first_order_only,
@@ -35,7 +36,6 @@ from .linear_logprobs import (
     grads_needed,
     hand_over_grads,
     logp_dtype,
-    select_backend,
 )
 
 

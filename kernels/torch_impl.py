@@ -23,10 +23,8 @@ extra memory is ``O(N*H + V*H)`` (fp32 copies of 16-bit inputs, fp32 gradient bu
 plus the block, which is ``CHUNK_BYTES`` (64 MiB; for gradients through a softcap, two
 half-size blocks: the logits and the slope k). The block size trades the matmuls' shape
 (thin chunks make ``dW += dz^T x`` re-read the [V, H] accumulator once per chunk) against
-the softmax passes' cache locality. On 2 EPYC cores at N=4096, H=512, V=32000 (fp32, two
-interleaved runs, median of 5) the single pass took 1.04x / 0.95x the 3-matmul floor with
-64 MiB (32 MiB: 1.12x / 0.95x) and the general op 1.40x / 1.38x (32 MiB: 1.50x / 1.32x):
-no clear winner between the two; 16 MiB and below were slower (1.27-1.47x single).
+the softmax passes' cache locality; 64 MiB was chosen by timing block sizes against the
+3-matmul floor on CPU (the figures: ``bench/results/cpu-2026-11-26/README.md``).
 
 The backend computes in float32 (float64 when given float64) whatever the input dtype, and
 returns gradients in the dtype of the tensor they belong to.

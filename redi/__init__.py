@@ -30,7 +30,7 @@ _EXPORTS = {
     "token_logprobs": ("redi.kernels.linear_logprobs", "token_logprobs"),
     "weighted_logprob_sum": ("redi.kernels.linear_logprobs", "weighted_logprob_sum"),
     "sequence_group_loss": ("redi.kernels.sequence_group_loss", "sequence_group_loss"),
-    "resolved_backend": ("redi.kernels.fallback", "resolved_backend"),
+    "resolved_backend": ("redi.kernels.backend", "resolved_backend"),
     "FusedLinearREDILoss": ("redi.losses", "FusedLinearREDILoss"),
     "FusedLinearDPOLoss": ("redi.losses", "FusedLinearDPOLoss"),
     "FusedLinearSimPOLoss": ("redi.losses", "FusedLinearSimPOLoss"),

@@ -17,10 +17,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("redi.train.cli:sft_main", "Stage 1: SFT on the correct traces (FSDP2)"),
     "train": ("redi.train.cli:train_main", "Stage 2: REDI, DPO or SimPO on trace pairs (FSDP2)"),
     "eval": ("redi.eval.cli:main", "pass@1 (with standard error) and pass@k on a benchmark"),
-    "plan": ("redi.train.plan:main", "peak memory per device of a sft/train config, without "
-                                     "loading weights; what would make it fit"),
-    "export": ("redi.train.export:main", "a training checkpoint to a Hugging Face model directory"),
-    "demo": ("redi.demo.run:main",
+    "plan": ("redi.train.cli:plan_main", "peak memory per device of a sft/train config, "
+                                         "without loading weights; what would make it fit"),
+    "export": ("redi.train.cli:export_main",
+               "a training checkpoint to a Hugging Face model directory"),
+    "demo": ("redi.demo.cli:main",
              "the main job: built-in task, SFT, REDI, evaluation, table, plot"),
 }
 

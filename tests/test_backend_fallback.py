@@ -14,8 +14,7 @@ from reference import leaf64, token_logprobs64
 from triton.runtime.errors import OutOfResources
 
 import redi
-from redi.kernels import fallback, torch_impl, triton_impl
-from redi.kernels import linear_logprobs as op
+from redi.kernels import backend, torch_impl, triton_impl
 
 CPU = torch.device("cpu")
 
@@ -23,8 +22,8 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def auto_is_triton(monkeypatch):
     """``auto`` picks Triton on CPU, and no earlier failure is remembered."""
-    monkeypatch.setattr(op, "auto_prefers_triton", lambda device, dtype: True)
-    monkeypatch.setitem(fallback._state, "failure", None)
+    monkeypatch.setattr(backend, "auto_prefers_triton", lambda device, dtype: True)
+    monkeypatch.setitem(backend._state, "failure", None)
 
 
 def _inputs(seed=0):
@@ -103,7 +102,7 @@ def test_out_of_memory_is_raised_not_hidden(auto_is_triton, monkeypatch):
     hidden, weight, labels, _ = _inputs()
     with pytest.raises(torch.OutOfMemoryError):
         redi.token_logprobs(hidden, weight, labels, backend="auto")
-    assert fallback.failure() is None
+    assert backend.failure() is None
 
 
 @pytest.mark.gpu
@@ -118,5 +117,5 @@ def test_auto_on_a_gpu_runs_triton_without_falling_back(dtype):
         warnings.simplefilter("error", RuntimeWarning)
         (redi.token_logprobs(hidden, weight, labels) * grad).sum().backward()
         redi.weighted_logprob_sum(hidden, weight, labels, grad).backward()
-    assert fallback.failure() is None
+    assert backend.failure() is None
     assert redi.resolved_backend("auto", "cuda", dtype) == "triton"

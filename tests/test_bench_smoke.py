@@ -66,6 +66,25 @@ def test_quick_run_writes_complete_results(tmp_path):
     assert head["ours"]["time_s_vs_floor"] == head["ours"]["time_s"] / floor["time_s"]
 
 
+def test_head_time_section_times_the_head_alone(tmp_path):
+    """``--sections head-time``: the time per token at the head, without the memory search."""
+    done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--sections",
+                           "head-time", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [json_path] = tmp_path.glob("*-quick.json")
+    rows = {r["impl"]: r for r in json.loads(json_path.read_text())["results"]}
+    assert list(rows) == ["ours", "naive", "cut-cross-entropy[torch_compile]", "3-matmul floor"]
+    assert {r["section"] for r in rows.values()} == {"head-time"}
+    assert rows["cut-cross-entropy[torch_compile]"]["status"] == "skipped"  # not in --quick
+    for impl in ("ours", "naive", "3-matmul floor"):
+        r = rows[impl]
+        assert r["status"] == "ok" and _positive(r["ms_per_token"]) and len(r["times_s"]) > 1, r
+        assert "max_seq_len" not in r  # no search
+    assert rows["ours"]["time_s_vs_floor"] == rows["ours"]["time_s"] / rows["3-matmul floor"][
+        "time_s"]
+
+
 def test_results_go_outside_the_source_tree_by_default():
     sys.path.insert(0, str(BENCH))
     import run

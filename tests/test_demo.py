@@ -124,14 +124,28 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys):
 
 
 def test_table_labels_follow_the_recipes_alpha(monkeypatch):
-    from redi.demo import run
+    from redi.demo import design
 
-    assert run.label("redi") == "REDI (alpha 0.8)"
-    assert run.label("sft_continued") == "continued SFT (alpha 0)"
+    assert design.label("redi") == "REDI (alpha 0.8)"
+    assert design.label("sft_continued") == "continued SFT (alpha 0)"
     values = {("redi", "alpha"): 0.5}
-    monkeypatch.setattr(run, "recipe_value", lambda method, key: values[(method, key)])
-    assert run.label("redi") == "REDI (alpha 0.5)"
-    assert run.label("dpo") == "DPO"
+    monkeypatch.setattr(design, "recipe_value", lambda method, key: values[(method, key)])
+    assert design.label("redi") == "REDI (alpha 0.5)"
+    assert design.label("dpo") == "DPO"
+
+
+def test_report_remakes_the_committed_results(tmp_path):
+    """docs/demo/results.md and the plot are what ``redi.demo.report`` makes of results.json
+    (``--full`` writes the three together)."""
+    from pathlib import Path
+
+    from redi.demo.report import plot_curves, results_table
+
+    docs = Path(__file__).parents[1] / "docs" / "demo"
+    results = json.loads((docs / "results.json").read_text())
+    assert results_table(results) + "\n" == (docs / "results.md").read_text()
+    png = plot_curves(tmp_path / "curves.png", results).read_bytes()
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000
 
 
 def test_plateau_rule_is_gain_within_two_standard_errors():

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
+from redi.train.cli import plan_main
 from redi.train.config import build_config
 from redi.train.plan import (
     GiB,
     MiB,
     PlanError,
-    main,
     model_facts,
     parse_size,
     plan,
@@ -151,10 +151,11 @@ def test_suggestions_stop_at_the_first_that_fits():
 
 
 def test_cli_prints_breakdown_and_verdict(capsys):
-    assert main([*TINY, "--gpu-memory", "80GiB"]) == 0
+    assert plan_main([*TINY, "--gpu-memory", "80GiB"]) == 0
     out = capsys.readouterr().out
     assert "weights" in out and "activations" in out and "fits in 80.00 GiB" in out
-    assert main([*TINY, "max_length=4096", "micro_batch_size=8", "--gpu-memory", "1.2GiB"]) == 1
+    assert plan_main([*TINY, "max_length=4096", "micro_batch_size=8", "--gpu-memory",
+                      "1.2GiB"]) == 1
     out = capsys.readouterr().out
     assert "does NOT fit" in out and "activation_checkpointing=true" in out
 
@@ -166,6 +167,6 @@ def test_cli_prints_breakdown_and_verdict(capsys):
     (["init_from=/nonexistent"], "/nonexistent is not a Hugging Face model directory"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, capsys):
-    assert main(argv) == 2
+    assert plan_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("redi plan: ") and message in err and err.count("\n") == 1

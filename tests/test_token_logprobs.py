@@ -10,8 +10,7 @@ from probes import MaxBytes
 from reference import leaf64, token_logprobs64
 
 import redi
-from redi.kernels import linear_logprobs as op
-from redi.kernels import torch_impl
+from redi.kernels import backend, torch_impl
 
 BACKENDS = ["torch", "triton"]
 
@@ -314,10 +313,10 @@ def test_weighted_sum_rejects_bad_coef():
 
 def test_backend_selection(monkeypatch):
     cpu = torch.device("cpu")
-    assert op.select_backend("auto", cpu, torch.float32) is torch_impl
+    assert backend.select_backend("auto", cpu, torch.float32) is torch_impl
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="needs CUDA"):
-        op.select_backend("triton", cpu, torch.float32)
+        backend.select_backend("triton", cpu, torch.float32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

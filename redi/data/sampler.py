@@ -8,8 +8,8 @@ and cut into batches, either ``batch_size`` items or as many items as fit ``max_
 ``group_batches`` = 1 (the default) gives plain random batches. Larger groups give batches
 of similar-length items, which saves padding in padded batches, but such batches are also
 similar in content (on the built-in task, length follows the number of operands and
-digits): a tiny model trained with ``group_batches=50`` reached 6% held-out accuracy after
-700 SFT steps where random batches reached 85% after 500. Packed batches waste nothing on
+digits), and a tiny model trained on grouped batches learned far less than on random ones
+(the figures: ``bench/results/cpu-2026-11-26/README.md``). Packed batches waste nothing on
 padding, so they need no grouping.
 
 With ``num_replicas`` > 1 the epoch's batches are dealt round-robin (rank r gets batches

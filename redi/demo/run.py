@@ -4,10 +4,12 @@ accuracy beyond more SFT on the correct traces? The paper's claim, tested at toy
 1. Data (``OUT/data``): the built-in task (``--task teacher``, the default: a small teacher
    model's own samples, verified; ``--task slips``: correct traces with injected slips, the
    contrast case), with disjoint train, validation and test problems.
-2. Stage 1, per seed: SFT of a tiny Qwen2 from scratch on the correct traces
-   (``recipes/tiny_sft.yaml``) for ``stage1_epochs``; validation greedy accuracy at evenly
-   spaced checkpoints; Stage 1 has plateaued when accuracy no longer improves beyond noise
-   (``plateau``; the rule's verdict is written to results).
+2. Stage 1, per seed: SFT on the correct traces (``recipes/tiny_sft.yaml``) for
+   ``stage1_epochs``, starting from the shipped base (``redi/data/builtin-base/``: an early
+   checkpoint of the teacher's run, as the paper's student is a pretrained base model, not a
+   random one); validation greedy accuracy at evenly spaced checkpoints; Stage 1 has
+   plateaued when accuracy no longer improves beyond noise (``plateau``; the rule's verdict
+   is written to results).
 3. Stage 2, from that one checkpoint: ``sft_continued`` (REDI with alpha 0: SFT on the
    pairs' correct traces, same pairs, steps and batch), ``redi`` (alpha 0.8), and with
    ``--compare`` ``redi_symmetric`` (alpha 1), ``dpo``, ``simpo``; recipes
@@ -21,8 +23,11 @@ accuracy beyond more SFT on the correct traces? The paper's claim, tested at toy
    per seed and mean (spread over seeds); the headline is the paired difference REDI minus
    continued SFT (``redi.demo.stats``); curves: validation greedy accuracy at each Stage-2
    checkpoint of the chosen runs.
-6. ``OUT/results.json`` / ``results.md`` / ``stage2_curves.png``; ``--full`` copies them to
-   ``docs/demo/``.
+6. ``OUT/results.json`` / ``results.md`` / ``stage2_curves.png`` (``redi.demo.report``);
+   ``--full`` copies them to ``docs/demo/``.
+
+The fixed design (methods, recipes, grid, sizes) is ``redi.demo.design``; the flags are
+``redi.demo.cli``.
 
 Variants: ``--split-problems`` trains Stage 1 and Stage 2 on disjoint halves of the training
 problems (``redi.demo.split``); ``--workers N`` runs the seeds in N processes at once.
@@ -33,53 +38,21 @@ evaluation's samples), so rerunning the same command picks up where it stopped.
 
 from __future__ import annotations
 
-import argparse
-import importlib.resources
 import json
 import math
-import shutil
 import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 
-from redi.cli_options import add_option
 from redi.data import builtin_task
 from redi.demo import stats
+from redi.demo.design import BASIC, METHODS, RECIPES, TEST_TEMPERATURE, DemoSize, recipe_value
 from redi.demo.pool import map_jobs, threads_per_worker
+from redi.demo.report import plot_curves, results_table
 from redi.demo.split import split_problems, split_summary
 
-RECIPES = importlib.resources.files("redi.recipes")
-METHODS = ("sft", "sft_continued", "redi", "redi_symmetric", "dpo", "simpo")
-BASIC = ("sft_continued", "redi")  # Stage-2 methods of a plain `make demo`
-LR_GRID = (1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)  # paper: Stage 2 at 1/50 of Stage 1 (4e-5 here)
 PLATEAU_POINTS = 3
-TEST_TEMPERATURE = 0.6
-# Table labels; "{alpha}" is filled from the method's recipe (label()).
-LABELS = {"sft": "SFT only (Stage 1)", "sft_continued": "continued SFT (alpha {alpha})",
-          "redi": "REDI (alpha {alpha})", "redi_symmetric": "symmetric REDI (alpha {alpha})",
-          "dpo": "DPO", "simpo": "SimPO"}
-COLORS = {"sft_continued": "tab:gray", "redi": "tab:red", "redi_symmetric": "tab:orange",
-          "dpo": "tab:blue", "simpo": "tab:green"}
-
-
-@dataclass(frozen=True)
-class DemoSize:
-    problems: int = builtin_task.DEFAULT_PROBLEMS  # training problems (teacher rows)
-    validation: int = builtin_task.DEFAULT_VALIDATION
-    test: int = builtin_task.DEFAULT_TEST
-    stage1_epochs: float = 24.0  # train loss ~0.002 at the end; validation curve in results
-    stage1_points: int = 8  # validation checkpoints over Stage 1 (the plateau rule)
-    stage2_epochs: float = 1.0
-    stage2_points: int = 3  # checkpoints over Stage 2 (the curves)
-    samples: int = 4  # k for the test table
-    max_new_tokens: int = 160
-
-
-FULL = DemoSize()
-QUICK = DemoSize(problems=200, validation=8, test=8, stage1_epochs=1.0, stage1_points=2,
-                 stage2_epochs=0.5, stage2_points=2, samples=2, max_new_tokens=48)
 
 
 def _train(recipe: str, overrides: list[str]) -> Path:
@@ -87,20 +60,6 @@ def _train(recipe: str, overrides: list[str]) -> Path:
     from redi.train.loop import train
 
     return train(build_config(RECIPES / recipe, overrides))
-
-
-def recipe_value(method: str, key: str):
-    """A value of the method's committed recipe (e.g. the chosen learning rate)."""
-    from redi.train.config import build_config
-
-    return getattr(build_config(RECIPES / f"tiny_{method}.yaml"), key)
-
-
-def label(method: str) -> str:
-    """The method's name in tables and plots, with the alpha its recipe trains with."""
-    if "{alpha}" not in LABELS[method]:
-        return LABELS[method]
-    return LABELS[method].format(alpha=f"{recipe_value(method, 'alpha'):g}")
 
 
 def _done(run: Path) -> bool:
@@ -361,186 +320,3 @@ def _method_entry(method: str, lr: float | None, scores: list[list[float]],
     mean, spread = stats.mean_spread([p for p, _ in per_seed])
     return {"lr": lr, "alpha": alpha, "seeds": seeds, "pass1": [p for p, _ in per_seed],
             "pass1_se": [se for _, se in per_seed], "mean": mean, "spread": spread}
-
-
-def results_table(results: dict) -> str:
-    """Markdown: the test table (percent), the headline paired differences, the sweep."""
-    seeds = results["seeds"]
-    lines = ["| model | lr | test pass@1 % (mean ± spread over seeds) | per seed (± SE) | seeds |",
-             "|---|---|---|---|---|"]
-    for name, m in results["methods"].items():
-        per_seed = ", ".join(f"{100 * p:.1f} ± {100 * se:.1f}"
-                             for p, se in zip(m["pass1"], m["pass1_se"], strict=True))
-        lr = f"{m['lr']:g}" if m["lr"] is not None else "-"
-        lines.append(f"| {label(name)} | {lr} | {100 * m['mean']:.1f} ± "
-                     f"{100 * m['spread']:.1f} | {per_seed} | {m['seeds']} |")
-    lines += ["", "| paired difference (test) | diff (points) | SE | beyond 2 SE? | seeds |",
-              "|---|---|---|---|---|"]
-    for name, p in results["paired"].items():
-        lines.append(f"| {name.replace('_minus_', ' − ')} | {100 * p['diff']:+.2f} | "
-                     f"{100 * p['se']:.2f} | {'yes' if p['called'] else 'no'} | "
-                     f"{p['seeds']} |")
-    if results["sweep"]:
-        lines += _sweep_table("validation greedy accuracy % (sweep)", results["sweep"],
-                              lambda v: f"{100 * v:.1f}")
-        lines += _sweep_table("chosen traces' log-prob per token at the end of Stage 2 (sweep)",
-                              results["sweep_chosen_logp_avg"], lambda v: f"{v:.3f}")
-    plateaus = ", ".join(f"seed {s}: {'yes' if v['plateau'] else 'NO'} (gain "
-                         + (f"{100 * v['gain']:+.1f} ± {100 * v['gain_se']:.1f}; "
-                            if v["gain"] is not None else "")
-                         + ", ".join(f"{100 * acc:.1f}" for _, acc in v["curve"]) + " %)"
-                         for s, v in results["stage1"].items())
-    lines += ["", f"Task {results['task']!r}, seeds {seeds}, k = {results['size']['samples']} "
-              f"test samples per problem at temperature {TEST_TEMPERATURE} on "
-              f"{results['size']['test']} problems; SE over problems; sweep cells: one value "
-              f"per seed on {results['size']['validation']} validation problems; chosen "
-              f"rates: {results['selection']['chosen']}. Stage-1 plateau "
-              f"({results['stage1'][str(seeds[0])]['rule']}; validation greedy accuracy at "
-              f"{results['size']['stage1_points']} evenly spaced checkpoints): {plateaus}. "
-              f"Teacher data: {results['teacher']}."
-              + (f" Split problems: Stage 1 on {split['stage1_sft_rows']} problems' correct "
-                 f"traces, Stage 2 on {split['stage2_pairs']} pairs of other problems."
-                 if (split := results.get("split_problems")) else "")]
-    return "\n".join(lines)
-
-
-def _sweep_table(title: str, by_method: dict[str, dict[str, list[float]]], fmt) -> list[str]:
-    """Markdown lines: one row per method, one column per rate, one value per seed."""
-    rates = list(next(iter(by_method.values())))
-    lines = ["", f"| {title} | " + " | ".join(f"lr {lr}" for lr in rates) + " |",
-             "|---|" + "---|" * len(rates)]
-    for name, points in by_method.items():
-        cells = [" / ".join(fmt(v) for v in points[lr]) for lr in rates]
-        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def plot_curves(path: Path, results: dict) -> Path:
-    """One figure: validation greedy accuracy vs Stage-2 step of the chosen runs, every
-    method and seed; beside it, when there was a sweep, the final validation accuracy vs
-    learning rate (mean over the sweep seeds, bars: min to max), every method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sweep = results["sweep"]
-    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(13 if sweep else 7, 4.5),
-                             squeeze=False)
-    ax = axes[0][0]
-    for method, per_seed in results["curves"].items():
-        for i, points in enumerate(per_seed.values()):
-            xs, ys = zip(*points, strict=True)
-            lr = results["methods"][method]["lr"]
-            ax.plot(xs, [100 * y for y in ys], marker="o", color=COLORS[method], alpha=0.8,
-                    label=f"{label(method)}, lr {lr:g}" if i == 0 else None)
-    ax.set_xlabel("Stage-2 step")
-    ax.set_ylabel("validation greedy accuracy %")
-    ax.set_title(f"chosen rates; task {results['task']!r}, seeds {results['seeds']} "
-                 "(step 0: Stage 1)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if sweep:
-        ax = axes[0][1]
-        for method, points in sweep.items():
-            rates = sorted(points, key=float)
-            values = [[100 * v for v in points[lr]] for lr in rates]
-            mean = [sum(v) / len(v) for v in values]
-            ax.errorbar([float(lr) for lr in rates], mean, marker="o", capsize=3,
-                        yerr=[[m - min(v) for m, v in zip(mean, values, strict=True)],
-                              [max(v) - m for m, v in zip(mean, values, strict=True)]],
-                        color=COLORS[method], label=label(method))
-        ax.set_xscale("log")
-        ax.set_xlabel("Stage-2 learning rate")
-        ax.set_ylabel("validation greedy accuracy % (final model)")
-        seeds = results["selection"]["sweep_seeds"]
-        ax.set_title(f"the sweep: every rate, mean over seeds {seeds}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _grid(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a comma-separated list of numbers: {text!r}") from None
-    if any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"every learning rate must be > 0: {text!r}")
-    return values
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="redi demo", description=__doc__.split("\n\n")[0])
-    add_option(parser, "--output-dir", renamed_from="--output", default=None,
-               help="the one output directory (default runs/demo, runs/demo-full with --full)")
-    parser.add_argument("--task", default=builtin_task.DEFAULT_TASK,
-                        help=f"built-in task: {', '.join(builtin_task.TASKS)}")
-    parser.add_argument("--compare", action="store_true",
-                        help="also symmetric REDI, DPO and SimPO from the same Stage 1")
-    parser.add_argument("--sweep", action="store_true",
-                        help="choose each Stage-2 learning rate from --grid on validation")
-    parser.add_argument("--grid", type=_grid, default=LR_GRID,
-                        help="learning rates of the sweep (comma-separated, each > 0)")
-    parser.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds (>= 1)")
-    parser.add_argument("--compare-seeds", type=_positive_int, default=None,
-                        help="run symmetric REDI, DPO and SimPO on the first N seeds only")
-    parser.add_argument("--split-problems", action="store_true",
-                        help="Stage 1 on one half of the training problems, Stage 2 on the "
-                             "other half's pairs (a variant; see redi.demo.split)")
-    parser.add_argument("--stage1-epochs", type=_positive_float, default=None,
-                        help=f"Stage-1 epochs (default {FULL.stage1_epochs:g})")
-    parser.add_argument("--workers", type=_positive_int, default=1,
-                        help="seeds trained and tested in this many processes at once "
-                             "(the CPU cores are shared among them)")
-    parser.add_argument("--full", action="store_true", help="the documented experiment: "
-                        "--compare --sweep over 3 seeds; rewrites docs/demo/")
-    parser.add_argument("--quick", action="store_true",
-                        help="a scaled-down run (seconds, not minutes): checks the pipeline")
-    args = parser.parse_args(argv)
-    if args.task not in builtin_task.TASKS:
-        parser.error(f"unknown --task {args.task!r}; choose one of "
-                     f"{', '.join(builtin_task.TASKS)}")
-    seeds = args.seeds or (3 if args.full else 1)
-    output = Path(args.output_dir or ("runs/demo-full" if args.full else "runs/demo"))
-    methods = METHODS if args.compare or args.full else ("sft", *BASIC)
-    size = QUICK if args.quick else FULL
-    if args.stage1_epochs is not None:
-        size = replace(size, stage1_epochs=args.stage1_epochs)
-    command = "redi demo " + " ".join(argv)
-    run_demo(output, list(range(seeds)), methods, size, args.task,
-             args.grid if args.sweep or args.full else None,
-             compare_seeds=args.compare_seeds, split=args.split_problems,
-             workers=args.workers, command=command.strip())
-    if args.full and not args.split_problems and args.stage1_epochs is None:
-        docs = Path("docs/demo")
-        docs.mkdir(parents=True, exist_ok=True)
-        for name in ("results.json", "results.md", "stage2_curves.png"):
-            shutil.copyfile(output / name, docs / name)
-        print(f"copied the results to {docs}/")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -10,16 +10,13 @@ checkpoints is never replaced), and non-finite weights are not exported.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from redi.cli_options import add_output_dir
-from redi.data.errors import DataError
 from redi.train.checkpoint import CheckpointError, check_intact, load_checkpoint
-from redi.train.config import ConfigError, build_config
+from redi.train.config import build_config
 from redi.train.distributed import finish, init_distributed, shutdown
-from redi.train.export_dir import ExportError, check_export_target
+from redi.train.export_dir import check_export_target
 from redi.train.modeling import build_model, export_hf
 
 
@@ -54,19 +51,3 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path,
     finally:
         shutdown()
     return Path(output)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="redi export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="a step_XXXXXXXX directory")
-    add_output_dir(parser, "the model directory to write (new, empty, or an earlier export)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --output-dir even if it is not an earlier export (a "
-                             "directory holding checkpoints is never replaced)")
-    args = parser.parse_args(argv)
-    try:
-        print(export_checkpoint(args.checkpoint, args.output_dir, args.overwrite))
-    except (CheckpointError, ConfigError, DataError, ExportError, FileNotFoundError) as err:
-        print(f"redi export: {err}", file=sys.stderr)
-        return 2
-    return 0

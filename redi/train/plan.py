@@ -26,8 +26,8 @@ MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the
 * DPO reference: ``online`` keeps a second sharded fp32 copy (4 P / W) for the whole run;
   ``cached`` loads it only for the scoring pass before training (its own phase below);
 * runtime: what the process holds besides tensors (CPU: Python, torch, transformers and the
-  gloo group, measured at 0.65 GiB peak resident on a tiny model; GPU: the CUDA context and
-  NCCL, estimated);
+  gloo group, the measured peak resident set of a tiny model's run, ``CPU_RUNTIME_BYTES``;
+  GPU: the CUDA context and NCCL, estimated);
 * a logged step's optimizer step (after the backward, without activations): weights,
   gradients, moments, the snapshot ``update_norm`` compares against (4 P_t / W) and AdamW's
   temporaries (all second moments' square roots at once on CUDA, one tensor's on CPU).
@@ -38,31 +38,29 @@ training step the gradients coexist with the activations when a step has several
 batches (they accumulate); with one micro-batch per step the activations are gone when the
 last gradients arrive, so the step's peak is the larger of the two.
 
-Checked on CPU (``bench/plan_validation.py``, ``bench/results/cpu-2026-12-03/plan-
-validation.md``): against the peak RSS of ``redi train`` at four sizes of a small Qwen2 (a
-30k-parameter one that measures the runtime, then activation-, balanced- and weight-
-dominated) the plan was -0.7 %, +1.4 %, +1.9 %, +0.3 % off with
-``MALLOC_MMAP_THRESHOLD_=65536`` (freed blocks leave the resident set) and -0.7 %, -6.1 %,
--13.3 %, -9.5 % with glibc's default allocator, which keeps freed heap blocks resident; the
-activation term matches autograd's saved tensors (tests/test_plan.py). Read a CPU plan as a
-slight lower bound. Untested (no GPU here): the bf16 activation sizes (RMSNorm's fp32
-upcasts), the Triton block size, FSDP2's all-gather and reduce-scatter buffers under NCCL,
-AdamW's multi-tensor temporaries, the CUDA context and allocator fragmentation, CPU offload,
-more than one process.
+Checked on CPU (``bench/plan_validation.py``; the figures:
+``bench/results/cpu-2026-12-03/plan-validation.md``) against the peak RSS of ``redi train``
+at four sizes of a small Qwen2 (a 30k-parameter one that measures the runtime, then
+activation-, balanced- and weight-dominated), with ``MALLOC_MMAP_THRESHOLD_=65536`` (freed
+blocks leave the resident set) and with glibc's default allocator, which keeps freed heap
+blocks resident and so measures more than the plan; the activation term matches autograd's
+saved tensors (tests/test_plan.py). Read a CPU plan as a slight lower bound. Untested (no
+GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the Triton block size, FSDP2's
+all-gather and reduce-scatter buffers under NCCL, AdamW's multi-tensor temporaries, the CUDA
+context and allocator fragmentation, CPU offload, more than one process.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
-import sys
 
-from redi.train.config import ConfigError, TrainConfig, build_config, fit_micro_batch
+from redi.train.config import TrainConfig
 
 GiB, MiB = 2**30, 2**20
 # peak resident set of `redi train` on a 30k-parameter model (bench/plan_validation.py's first
-# case): Python, torch, transformers, datasets, the gloo group, autograd's and oneDNN's buffers
+# case, bench/results/cpu-2026-12-03/plan-validation.md): Python, torch, transformers, datasets,
+# the gloo group, autograd's and oneDNN's buffers
 CPU_RUNTIME_BYTES = int(0.65 * GiB)
 GPU_RUNTIME_BYTES = 1 * GiB  # CUDA context + NCCL buffers (estimate; not measured here)
 LOSS_BLOCK_BYTES = {"cpu": 64 * MiB, "cuda": 512 * MiB}  # kernels/{torch,triton}_impl.py
@@ -288,44 +286,13 @@ def report(config: TrainConfig, facts: ModelFacts, result: Plan, budget: int, np
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="redi plan", description=(
-        "predict the peak memory per device of a redi sft/train run, without loading "
-        "weights; print the breakdown, whether it fits and what would make it fit"))
-    p.add_argument("--config", help="a YAML recipe (e.g. recipes/tiny_redi.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="any training config key")
-    p.add_argument("--gpu-memory", default="80GiB",
-                   help="memory per device, e.g. 80GiB, 40GB (default 80GiB)")
-    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) sharing the model")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="plan for GPUs (bf16 with dtype=auto) or CPU processes (fp32)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        budget = parse_size(args.gpu_memory)
-        if args.nproc < 1:
-            raise PlanError(f"--nproc must be >= 1, got {args.nproc}")
-        config = build_config(args.config, args.overrides, data="builtin")  # data is not read
-        config, lowered = fit_micro_batch(config, args.nproc)
-        facts = model_facts(config)
-    except (ConfigError, PlanError, OSError) as err:
-        print(f"redi plan: {err}", file=sys.stderr)
-        return 2
-    if lowered:
-        print(f"redi plan: {lowered}")
-    result = plan(config, facts, args.nproc, args.device)
-    print(report(config, facts, result, budget, args.nproc, args.device))
-    if result.peak > budget:
-        tried = suggestions(config, facts, args.nproc, args.device, budget)
-        print("\nto fit, try (cumulative):")
-        for text, peak in tried:
-            mark = "fits" if peak <= budget else ""
-            print(f"  + {text:<48}{_gib(peak)}  {mark}".rstrip())
-        if tried and tried[-1][1] > budget:
-            print("  still too large: more processes (--nproc), a shorter max_length or a "
-                  "larger device")
-        return 1
-    return 0
+def suggestions_report(tried: list[tuple[str, int]], budget: int) -> str:
+    """The ``suggestions`` as printed under a plan that does not fit."""
+    lines = ["to fit, try (cumulative):"]
+    for text, peak in tried:
+        mark = "fits" if peak <= budget else ""
+        lines.append(f"  + {text:<48}{_gib(peak)}  {mark}".rstrip())
+    if tried and tried[-1][1] > budget:
+        lines.append("  still too large: more processes (--nproc), a shorter max_length or a "
+                     "larger device")
+    return "\n".join(lines)

@@ -52,8 +52,10 @@ lock:
 demo: $(STAMP)
 	$(PY) -m redi.cli demo $(ARGS)
 
+# ruff on everything; mypy on the public library layer ([tool.mypy] in pyproject.toml).
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # On a machine with a CUDA GPU: GPU tests and the GPU benchmark into bench/results/ (bench/gpu.sh).
 gpu-check:

@@ -32,6 +32,7 @@ Extra memory is O(N*H + V*H + one bounded chunk of logits); see each backend for
 from __future__ import annotations
 
 import functools
+from typing import Literal, overload
 
 import torch
 
@@ -122,6 +123,11 @@ class _ValidRows:
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
         return t if self.index is None else t.index_select(0, self.index)
+
+    @overload
+    def put(self, values: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def put(self, values: None) -> None: ...
 
     def put(self, values: torch.Tensor | None) -> torch.Tensor | None:
         """Rows of ``values`` back at their places among all rows, zeros elsewhere."""
@@ -233,8 +239,10 @@ def _zero_on_graph(hidden, weight, bias) -> torch.Tensor:
     return zero.float()
 
 
-def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temperature=1.0,
-                   softcap=None, backend="auto"):
+def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
+                   bias: torch.Tensor | None = None, ignore_index: int = -100,
+                   temperature: float = 1.0, softcap: float | None = None,
+                   backend: str = "auto") -> torch.Tensor:
     """Per-token log-probabilities ``log_softmax(z)[labels]`` of the logits
     ``z = softcap * tanh((hidden @ weight.T + bias) / softcap) / temperature``.
 
@@ -264,9 +272,26 @@ def token_logprobs(hidden, weight, labels, *, bias=None, ignore_index=-100, temp
     return logp.view(labels.shape)
 
 
-def weighted_logprob_sum(hidden, weight, labels, coef, *, bias=None, ignore_index=-100,
-                         temperature=1.0, softcap=None, backend="auto",
-                         return_logprobs=False):
+@overload
+def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         coef: torch.Tensor, *, bias: torch.Tensor | None = ...,
+                         ignore_index: int = ..., temperature: float = ...,
+                         softcap: float | None = ..., backend: str = ...,
+                         return_logprobs: Literal[False] = ...) -> torch.Tensor: ...
+@overload
+def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         coef: torch.Tensor, *, bias: torch.Tensor | None = ...,
+                         ignore_index: int = ..., temperature: float = ...,
+                         softcap: float | None = ..., backend: str = ...,
+                         return_logprobs: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         coef: torch.Tensor, *, bias: torch.Tensor | None = None,
+                         ignore_index: int = -100, temperature: float = 1.0,
+                         softcap: float | None = None, backend: str = "auto",
+                         return_logprobs: bool = False,
+                         ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``sum(coef * logp)`` for a loss linear in the token log-probs, in a single pass.
 
     ``logp`` is exactly what :func:`token_logprobs` returns (same ``temperature`` and

@@ -30,7 +30,7 @@ def _positive(name: str, value, allow_none: bool = False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, Real) or not (
-            math.isfinite(value) and value > 0):
+            math.isfinite(value) and float(value) > 0):
         accepted = "None or a finite number > 0" if allow_none else "a finite number > 0"
         raise ValueError(f"{name} must be {accepted}, got {value!r}")
     return float(value)

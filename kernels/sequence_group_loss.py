@@ -26,6 +26,8 @@ figures for a CPU and an H100: ``bench/results/cpu-2026-11-26/README.md``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .backend import select_backend
@@ -138,8 +140,12 @@ def _check_grouping(seq_index, groups, labels):
         raise ValueError("each sequence may appear in one group, once")
 
 
-def sequence_group_loss(hidden, weight, labels, seq_index, groups, loss_fn, *, bias=None,
-                        ignore_index=-100, temperature=1.0, softcap=None, backend="auto"):
+def sequence_group_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                        seq_index: torch.Tensor, groups: torch.Tensor,
+                        loss_fn: Callable[[torch.Tensor], torch.Tensor], *,
+                        bias: torch.Tensor | None = None, ignore_index: int = -100,
+                        temperature: float = 1.0, softcap: float | None = None,
+                        backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """``loss_fn(s)`` of the per-sequence log-prob sums ``s``, gradients in a single pass.
 
     Args:

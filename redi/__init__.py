@@ -22,6 +22,7 @@ Every op and loss takes ``softcap`` and ``temperature`` (Gemma-style capped, tem
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -42,13 +43,26 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+if TYPE_CHECKING:  # what type checkers see behind the lazy __getattr__ (tests: same names)
+    from redi import functional as functional
+    from redi.kernels.backend import resolved_backend as resolved_backend
+    from redi.kernels.linear_logprobs import token_logprobs as token_logprobs
+    from redi.kernels.linear_logprobs import weighted_logprob_sum as weighted_logprob_sum
+    from redi.kernels.sequence_group_loss import sequence_group_loss as sequence_group_loss
+    from redi.losses import FusedLinearDPOLoss as FusedLinearDPOLoss
+    from redi.losses import FusedLinearPreferenceLoss as FusedLinearPreferenceLoss
+    from redi.losses import FusedLinearREDILoss as FusedLinearREDILoss
+    from redi.losses import FusedLinearSFTLoss as FusedLinearSFTLoss
+    from redi.losses import FusedLinearSimPOLoss as FusedLinearSimPOLoss
+    from redi.pair_logprobs import pair_logps as pair_logps
 
-def __getattr__(name):
+
+def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'redi' has no attribute {name!r}")
     module, attr = _EXPORTS[name]
     return import_module(module) if attr is None else getattr(import_module(module), attr)
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_EXPORTS))

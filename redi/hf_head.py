@@ -23,6 +23,8 @@ Library layer: imports nothing beyond torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from redi.model_logits import model_softcap
@@ -32,16 +34,17 @@ class HeadError(ValueError):
     """A model whose head the fused loss cannot take (or would take wrongly)."""
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def _unwrap(model: torch.nn.Module) -> Any:
     """The module that has ``get_output_embeddings``: the model itself, or the one a DDP /
     FSDP1 wrapper holds in ``.module``. Only to *find* the head; the forward stays the
-    wrapper's."""
-    while not hasattr(model, "get_output_embeddings") and hasattr(model, "module"):
-        model = model.module
-    if not hasattr(model, "get_output_embeddings"):
-        raise HeadError(f"{type(model).__name__} is not a Hugging Face causal LM "
+    wrapper's. (Any: a Hugging Face model, known by the methods it has.)"""
+    found: Any = model
+    while not hasattr(found, "get_output_embeddings") and hasattr(found, "module"):
+        found = found.module
+    if not hasattr(found, "get_output_embeddings"):
+        raise HeadError(f"{type(found).__name__} is not a Hugging Face causal LM "
                         "(no get_output_embeddings)")
-    return model
+    return found
 
 
 def _is_adapter_layer(module: torch.nn.Module) -> bool:
@@ -49,9 +52,10 @@ def _is_adapter_layer(module: torch.nn.Module) -> bool:
     return hasattr(module, "base_layer") and hasattr(module, "active_adapters")
 
 
-def _running_linears(head: torch.nn.Module) -> list[torch.nn.Module]:
+def _running_linears(head: Any) -> list[torch.nn.Module]:
     """The head's modules that may compute the logits: the head, or for PEFT's
-    ``ModulesToSaveWrapper`` its original and its trainable copies (one of them runs)."""
+    ``ModulesToSaveWrapper`` its original and its trainable copies (one of them runs).
+    (Any: PEFT's wrappers are known by the attributes they have.)"""
     if _is_adapter_layer(head) and not getattr(head, "disable_adapters", False) \
             and not getattr(head, "merged", False):
         raise HeadError(
@@ -81,7 +85,8 @@ def logit_softcap(model: torch.nn.Module) -> float | None:
     return None if config is None else model_softcap(config)
 
 
-def head_inputs(model: torch.nn.Module, *, allow_softcap: bool = False, **inputs):
+def head_inputs(model: torch.nn.Module, *, allow_softcap: bool = False,
+                **inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(hidden [B, T, H], weight [V, H], bias [V] or None)`` from ``model``'s forward.
 
     ``inputs`` are the forward's keyword arguments (``input_ids``, ``attention_mask``, ...).
@@ -95,9 +100,9 @@ def head_inputs(model: torch.nn.Module, *, allow_softcap: bool = False, **inputs
         raise HeadError(f"the model's config sets final_logit_softcapping="
                         f"{logit_softcap(model)}: pass it to the fused loss (and "
                         "allow_softcap=True here), or the loss would ignore it")
-    seen = {}
+    seen: dict[str, Any] = {}
 
-    def record(module, args, output):
+    def record(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         seen["weight"], seen["bias"], seen["input"] = module.weight, module.bias, args[0]
 
     handles = [m.register_forward_hook(record) for m in _running_linears(output_head(model))]

@@ -27,6 +27,8 @@ predicted faster only for sequences over ~1300 tokens). Formulas and defaults:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from . import functional as LF
@@ -35,6 +37,17 @@ from .kernels.linear_logprobs import token_logprobs, weighted_logprob_sum
 from .kernels.logit_transform import LogitTransform
 from .kernels.sequence_group_loss import sequence_group_loss
 from .segments import PairedSequences
+
+Metrics = dict[str, torch.Tensor]  # a loss's detached metrics, by name
+
+
+class _LogitArgs:
+    """The fused op's arguments a loss keeps (set by ``_set_logit_args``), with their types."""
+
+    ignore_index: int
+    backend: str
+    softcap: float | None
+    temperature: float
 
 
 def _set_logit_args(loss, ignore_index, backend, softcap, temperature):
@@ -49,7 +62,7 @@ def _op_args(loss) -> dict:
                 temperature=loss.temperature)
 
 
-class FusedLinearPreferenceLoss(torch.nn.Module):
+class FusedLinearPreferenceLoss(_LogitArgs, torch.nn.Module):
     """Base class of the fused preference losses; public, to add one (``docs/custom-loss.md``).
 
     It splits a padded or packed batch into (chosen, rejected) pairs, computes each
@@ -77,16 +90,23 @@ class FusedLinearPreferenceLoss(torch.nn.Module):
         _set_logit_args(self, ignore_index, backend, softcap, temperature)
         self.single_pass = single_pass
 
-    def pair_loss(self, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
-                  num_pairs, **extra):
+    def pair_loss(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Metrics]:
+        """``(loss, metrics)`` of ``(chosen_logps, rejected_logps, chosen_lengths,
+        rejected_lengths, num_pairs, **extra)`` (the class docstring); each loss defines its
+        own, with the ``extra`` it takes."""
         raise NotImplementedError(f"{type(self).__name__} must define pair_loss")
 
-    def linear_weights(self, chosen_lengths, rejected_lengths, num_pairs):
+    def linear_weights(self, chosen_lengths: torch.Tensor, rejected_lengths: torch.Tensor,
+                       num_pairs: float | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(dL/dlp chosen, dL/dlp rejected) per pair when the loss is linear, else None."""
         return None
 
-    def forward(self, weight, hidden, labels, bias=None, *, seq_index=None, cu_seqlens=None,
-                chosen_index=None, rejected_index=None, num_pairs=None, **extra):
+    def forward(self, weight: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor,
+                bias: torch.Tensor | None = None, *, seq_index: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None,
+                chosen_index: torch.Tensor | None = None,
+                rejected_index: torch.Tensor | None = None, num_pairs: float | None = None,
+                **extra: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
         pairs = PairedSequences.from_batch(
             hidden, labels, self.ignore_index, seq_index=seq_index, cu_seqlens=cu_seqlens,
             chosen_index=chosen_index, rejected_index=rejected_index)
@@ -194,7 +214,7 @@ class FusedLinearSimPOLoss(FusedLinearPreferenceLoss):
                              beta=self.beta, gamma=self.gamma, num_pairs=num_pairs)
 
 
-class FusedLinearSFTLoss(torch.nn.Module):
+class FusedLinearSFTLoss(_LogitArgs, torch.nn.Module):
     """SFT: mean negative log-likelihood over non-ignored tokens, -sum_t logp_t / n_tokens.
 
     Single pass. ``num_tokens`` overrides the denominator (the global count of an
@@ -207,7 +227,10 @@ class FusedLinearSFTLoss(torch.nn.Module):
         super().__init__()
         _set_logit_args(self, ignore_index, backend, softcap, temperature)
 
-    def forward(self, weight, hidden, labels, bias=None, *, num_tokens=None):
+    def forward(self, weight: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor,
+                bias: torch.Tensor | None = None, *,
+                num_tokens: float | torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, Metrics]:
         tokens = (labels != self.ignore_index).sum()
         denominator = tokens.clamp(min=1) if num_tokens is None else num_tokens
         coef = torch.full(labels.shape, -1.0, device=labels.device) / denominator

@@ -3,12 +3,16 @@ library helper that training (DPO's reference) and evaluation (held-out margins)
 
 from __future__ import annotations
 
+import torch
+
 from redi.kernels.linear_logprobs import token_logprobs
 from redi.segments import PairedSequences
 
 
-def pair_logps(weight, hidden, labels, bias=None, *, ignore_index=-100, backend="auto",
-               softcap=None, temperature=1.0, **layout):
+def pair_logps(weight: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor,
+               bias: torch.Tensor | None = None, *, ignore_index: int = -100,
+               backend: str = "auto", softcap: float | None = None, temperature: float = 1.0,
+               **layout: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) summed completion log-probs ``sum_t log softmax(z_t)[y_t]``, ``[B]``
     each, ``z_t = softcap tanh((h_t W^T + b) / softcap) / temperature`` (as in
     ``redi.token_logprobs``), for a padded or packed pair batch (layout as in

@@ -85,5 +85,6 @@ def test_wheel_installs_kernels_and_recipes_under_redi(tmp_path):
     assert "redi/kernels/linear_logprobs.py" in names
     assert "redi/kernels/triton_impl.py" in names
     assert "redi/recipes/tiny_redi.yaml" in names
+    assert "redi/py.typed" in names  # PEP 561: type checkers read the annotations
     assert not [n for n in names if n.startswith(("kernels/", "recipes/"))]
     assert not [n for n in names if "__pycache__" in n]

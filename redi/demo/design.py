@@ -1,6 +1,6 @@
 """The demo's fixed design: the methods and their recipes, the labels the tables use, the
-learning-rate grid, the test temperature and the two sizes (``FULL``, ``QUICK``); fixed before
-any test figure was seen (``redi.demo.run`` runs it, ``redi.demo.report`` writes it up).
+learning-rate grid, the test temperature and the two sizes (``FULL``, ``QUICK``);
+``redi.demo.run`` runs it, ``redi.demo.report`` writes it up, ``redi.demo.cli`` picks from it.
 """
 
 from __future__ import annotations

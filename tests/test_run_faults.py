@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -193,3 +194,27 @@ def test_dpo_reference_covers_only_the_steps_run(data_dir, sft_export, tmp_path)
     first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     second = [json.loads(line) for line in (longer / "metrics.jsonl").open()]
     assert first[0]["loss"] == second[0]["loss"]
+
+
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_tmp(finished_run, tmp_path,
+                                                                    monkeypatch, capsys):
+    """safetensors reports a full disk as a SafetensorError around the OS error."""
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    from redi.train.export import main as export_main
+
+    def full(state, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                              'StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    out = tmp_path / "out"
+    status = export_main(["--checkpoint", str(finished_run / "checkpoints" / "step_00000002"),
+                          "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"redi export: no space left on the device at " \
+                                            f"{out} (model not exported; free space and rerun)"
+    assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,6 @@ takes the newest intact checkpoint, with a warning naming the damaged newer one.
 
 from __future__ import annotations
 
-import errno
 import json
 import pickle
 import random
@@ -40,7 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from redi.files import replace_dir
+from redi.files import no_space, no_space_message, replace_dir
 from redi.train import manifest
 from redi.train.lora import checkpointed, is_lora
 from redi.train.safe_reader import SafeFileSystemReader, UnsafeMetadata
@@ -199,28 +198,10 @@ def _stop_if_failed(error: BaseException | None, tmp: Path, root: Path) -> None:
         raise CheckpointError(failed[0]) from error
 
 
-def _no_space(err: BaseException) -> bool:
-    """Whether ``err`` (or an error it wraps, as DCP and torch.save do) is a full disk."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        text = str(err)
-        if "No space left" in text or "unexpected pos" in text:  # torch's zip writer
-            return True
-        failures = getattr(err, "failures", None)  # DCP's CheckpointException, per rank
-        if isinstance(failures, dict) and any(
-                _no_space(f[0] if isinstance(f, tuple) else f) for f in failures.values()):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
 def _write_error(err: BaseException, root: Path) -> str:
-    if _no_space(err):
-        return f"no space left on the device at {root} (checkpoint not saved; free space " \
-               "and rerun with resume=auto)"
+    if no_space(err):
+        return no_space_message(root, "checkpoint not saved; free space and rerun with "
+                                      "resume=auto")
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"could not write a checkpoint in {root}: {first}"
 

@@ -28,10 +28,10 @@ def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
 
 def _run(config) -> int:
     from redi.data.errors import DataError
+    from redi.files import OutputError
     from redi.train.checkpoint import CheckpointError
     from redi.train.export_dir import ExportError
     from redi.train.loop import TrainingDiverged, train
-    from redi.train.run_lock import OutputDirInUse
 
     if os.environ.get("RANK", "0") == "0":
         print(f"redi: effective settings: {describe(config)}", file=sys.stderr)
@@ -40,7 +40,7 @@ def _run(config) -> int:
     except TrainingDiverged as err:
         print(f"redi: training diverged: {err}", file=sys.stderr)
         return 1
-    except (ConfigError, CheckpointError, DataError, ExportError, OutputDirInUse,
+    except (ConfigError, CheckpointError, DataError, ExportError, OutputError,
             FileNotFoundError) as err:
         print(f"redi: {err}", file=sys.stderr)
         return 2

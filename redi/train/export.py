@@ -16,6 +16,7 @@ from pathlib import Path
 
 from redi.cli_options import add_output_dir
 from redi.data.errors import DataError
+from redi.files import OutputError
 from redi.train.checkpoint import CheckpointError, check_intact, load_checkpoint
 from redi.train.config import ConfigError, build_config
 from redi.train.distributed import finish, init_distributed, shutdown
@@ -66,7 +67,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         print(export_checkpoint(args.checkpoint, args.output_dir, args.overwrite))
-    except (CheckpointError, ConfigError, DataError, ExportError, FileNotFoundError) as err:
+    except (CheckpointError, ConfigError, DataError, ExportError, OutputError,
+            FileNotFoundError) as err:
         print(f"redi export: {err}", file=sys.stderr)
         return 2
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from redi import losses, resolved_backend
-from redi.files import atomic_write_text
+from redi.files import OutputError, atomic_write_text
 from redi.train import lora
 from redi.train.checkpoint import (
     CheckpointError,
@@ -40,7 +40,7 @@ from redi.train.loader import TrainData
 from redi.train.modeling import build_model, compute_dtype, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_config import changed_training_keys
-from redi.train.run_lock import OutputDirInUse, RunLock
+from redi.train.run_lock import RunLock
 from redi.train.run_log import RunLog
 from redi.train.step_metrics import StepMetrics, parameter_snapshot, update_norm
 
@@ -133,10 +133,11 @@ def train(config: TrainConfig) -> Path:
         if env.is_main:
             try:
                 lock.acquire()
-            except OutputDirInUse as err:
+            except OutputError as err:  # in use by another run, or a file
                 error = err
         if not all_true(error is None, env.device):
-            raise error or OutputDirInUse(f"{config.output_dir} is in use by another run")
+            raise error or OutputError(f"{config.output_dir}: the main process could not "
+                                       "take it (see its message)")
         result = _train(config, env)
         finish()
         return result

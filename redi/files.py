@@ -79,6 +79,12 @@ def full_disk_reported(directory: str | Path, outcome: str,
         raise
 
 
+def listing(names: list[str]) -> str:
+    """``3 entries: a, b, c`` (the first three names) for a one-line message."""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"{len(names)} entries: {shown}"
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary sibling of ``path`` to write; renamed to ``path`` on success,

@@ -5,6 +5,7 @@ runs on one output directory, and metrics after a resume."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,42 @@ def test_export_never_deletes_a_run_or_a_users_directory(finished_run, tmp_path)
     assert _export(step, tmp_path / "new").returncode == 0  # an earlier export is replaced
     assert _export(step, mine, "--overwrite").returncode == 0
     assert (mine / "model.safetensors").is_file() and not (mine / "notes.txt").exists()
+    # --overwrite never replaces checkpoints, nor a directory holding a run at any depth
+    line = _one_line_error(_export(step, finished_run / "checkpoints", "--overwrite"))
+    assert "holds training checkpoints" in line
+    assert sorted(p.name for p in finished_run.iterdir()) == before
+    assert (step / "trainer.json").is_file()
+    workspace = tmp_path / "workspace"
+    shutil.copytree(finished_run, workspace / "run")
+    line = _one_line_error(_export(step, workspace, "--overwrite"))
+    assert f"holds training checkpoints (in {workspace / 'run'})" in line
+    assert sorted(p.name for p in (workspace / "run").iterdir()) == before
+    (tmp_path / "a-file").write_text("keep me")
+    line = _one_line_error(_export(step, tmp_path / "a-file"))
+    assert "is a file, not a directory" in line
+
+
+def test_only_an_earlier_export_is_replaced_without_overwrite(tmp_path):
+    from redi.train.export_dir import ExportError, check_export_target, mark_export
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_bytes(b"weights")
+    mark_export(export, "step 1")
+    check_export_target(export)  # an earlier export, as it was written
+    (export / "eval").mkdir()
+    (export / "eval" / "samples.jsonl").write_text("{}\n")  # a user's file inside it
+    with pytest.raises(ExportError, match="is not empty and is not a redi export"):
+        check_export_target(export)
+    check_export_target(export, overwrite=True)
+    workspace = tmp_path / "workspace"
+    (workspace / "runs" / "a" / "checkpoints" / "step_00000001").mkdir(parents=True)
+    (workspace / "runs" / "a" / "checkpoints" / "step_00000001" / "trainer.json").write_text("{}")
+    mark_export(workspace, "forged")
+    for target in (workspace, workspace / "runs", workspace / "runs" / "a" / "checkpoints"):
+        with pytest.raises(ExportError, match=r"holds training checkpoints \(in " +
+                           re.escape(str(workspace / "runs" / "a"))):
+            check_export_target(target, overwrite=True)
 
 
 def test_export_of_a_damaged_checkpoint_names_the_intact_one(finished_run, tmp_path):

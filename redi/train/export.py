@@ -4,8 +4,9 @@
 
 The run's ``config.yaml`` (two levels above the checkpoint) says which model to build. The
 checkpoint is checked against its manifest first. ``--output`` must be new, empty or an
-earlier export (``--overwrite`` replaces another directory; a directory that holds
-checkpoints is never replaced), and non-finite weights are not exported.
+earlier export (``--overwrite`` replaces another directory; a directory that holds a
+checkpoint or a run at any depth is never replaced), and non-finite weights are not
+exported. A full disk is one line; the partial export is removed.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main(argv: list[str]) -> int:
     add_output_dir(parser, "the model directory to write (new, empty, or an earlier export)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output-dir even if it is not an earlier export (a "
-                             "directory holding checkpoints is never replaced)")
+                             "directory holding a checkpoint or a run, at any depth, is never "
+                             "replaced)")
     args = parser.parse_args(argv)
     try:
         print(export_checkpoint(args.checkpoint, args.output_dir, args.overwrite))

@@ -233,6 +233,56 @@ def test_dpo_reference_covers_only_the_steps_run(data_dir, sft_export, tmp_path)
     assert first[0]["loss"] == second[0]["loss"]
 
 
+def _sft_cli(data_dir, out, *extra):
+    return run_cli(["sft", f"data={data_dir}", f"output_dir={out}", "lr=3e-3", *TINY_MODEL,
+                    *COMMON, *extra])
+
+
+def test_a_new_run_never_inherits_another_runs_checkpoints(finished_run, data_dir, tmp_path):
+    """resume=never into a directory holding an older run's checkpoints is refused; with
+    overwrite=true they are moved aside, and the new run resumes only from its own."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    old_id = yaml.safe_load((run / "config.yaml").read_text())["run_id"]
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    line = _one_line_error(_sft_cli(data_dir, run, "max_steps=1", "resume=never"))
+    assert "not this run's" in line and "overwrite=true" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    result = _sft_cli(data_dir, run, "max_steps=1", "resume=never", "overwrite=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    new_id = yaml.safe_load((run / "config.yaml").read_text())["run_id"]
+    assert new_id != old_id
+    assert sorted(p.name for p in (run / f"checkpoints.before-{new_id}").iterdir()) == before
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000001"]
+    trainer = json.loads((run / "checkpoints" / "step_00000001" / "trainer.json").read_text())
+    assert trainer["run_id"] == new_id
+    result = _sft_cli(data_dir, run, "max_steps=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resumed from {run / 'checkpoints' / 'step_00000001'} at step 1" in result.stdout
+
+
+def test_training_into_a_users_directory_is_refused_unless_overwrite(data_dir, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "final").mkdir(parents=True)
+    (mine / "final" / "important.txt").write_text("keep me")
+    (mine / "config.yaml").write_text("mine: true\n")
+    (mine / "metrics.jsonl").write_text("my notes\n")
+    line = _one_line_error(_sft_cli(data_dir, mine, "max_steps=1"))
+    assert f"{mine} is not empty and is not this run's" in line and "overwrite=true" in line
+    assert (mine / "final" / "important.txt").read_text() == "keep me"
+    assert (mine / "config.yaml").read_text() == "mine: true\n"
+    assert (mine / "metrics.jsonl").read_text() == "my notes\n"
+    assert not (mine / ".lock").exists()
+    result = _sft_cli(data_dir, mine, "max_steps=1", "overwrite=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (mine / "final" / "model.safetensors").is_file()
+    assert not (mine / "final" / "important.txt").exists()
+    (tmp_path / "a-file").write_text("keep me")
+    line = _one_line_error(_sft_cli(data_dir, tmp_path / "a-file", "max_steps=1"))
+    assert "is a file, not a directory" in line
+    assert (tmp_path / "a-file").read_text() == "keep me"
+
+
 def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_tmp(finished_run, tmp_path,
                                                                     monkeypatch, capsys):
     """safetensors reports a full disk as a SafetensorError around the OS error."""

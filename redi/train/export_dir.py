@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from redi.files import listing
+from redi.train.run_id import RUN_CONFIG, stored_run_id
 
 EXPORT_MARKER = "redi_export.json"
 CHECKPOINT_FILES = {"trainer.json", ".metadata"}  # redi's, and any DCP checkpoint's
@@ -30,9 +31,10 @@ class ExportError(RuntimeError):
 
 def training_state_in(path: Path) -> Path | None:
     """The first directory in ``path`` (itself included, at any depth) that holds a
-    checkpoint or a run (a ``checkpoints`` folder); None if none."""
+    checkpoint or a run (a ``checkpoints`` folder, a run's ``config.yaml``); None if none."""
     for root, dirs, files in os.walk(path):
-        if "checkpoints" in dirs or CHECKPOINT_FILES & set(files):
+        if "checkpoints" in dirs or CHECKPOINT_FILES & set(files) or (
+                RUN_CONFIG in files and stored_run_id(root) is not None):
             return Path(root)
     return None
 

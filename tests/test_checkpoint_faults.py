@@ -37,9 +37,9 @@ def _model():
     return model, optimizer
 
 
-def _save(out, step, model, optimizer, keep_last=5):
+def _save(out, step, model, optimizer, keep_last=5, run_id="run"):
     return save_checkpoint(out, step, model, optimizer, {"loss": "sft"}, {"position": step},
-                           keep_last)
+                           keep_last, run_id=run_id)
 
 
 def _shard(path: Path) -> Path:
@@ -161,11 +161,11 @@ def test_damaged_newest_checkpoint_falls_back_with_a_warning(group, tmp_path, ca
     data = bytearray(shard.read_bytes())
     data[-64:] = b"\xff" * 64  # a few bytes overwritten in place: same size
     shard.write_bytes(bytes(data))
-    assert resolve_resume("auto", tmp_path) == older
+    assert resolve_resume("auto", tmp_path, "run") == older
     warning = capsys.readouterr().err
     assert str(newest) in warning and str(older) in warning and "damaged" in warning
     with pytest.raises(CheckpointError, match="is damaged .*newest intact one is"):
-        resolve_resume(str(newest), tmp_path)
+        resolve_resume(str(newest), tmp_path, "run")
 
 
 @pytest.mark.parametrize("change", ["entry deleted", "file added"])
@@ -193,7 +193,7 @@ def test_no_intact_checkpoint_is_an_error(group, tmp_path):
     path = _save(tmp_path, 1, model, optimizer)
     (path / "rank0.pt").write_bytes(b"truncated")
     with pytest.raises(CheckpointError, match="no intact checkpoint"):
-        resolve_resume("auto", tmp_path)
+        resolve_resume("auto", tmp_path, "run")
 
 
 @pytest.mark.parametrize("where", ["dcp", "torch.save"])
@@ -300,3 +300,19 @@ def test_replace_dir_never_replaces_a_directory_holding_checkpoints(tmp_path):
     with pytest.raises(FileExistsError, match="holds training checkpoints"):
         replace_dir(new, run)
     assert (run / "metrics.jsonl").is_file() and (run / "checkpoints").is_dir()
+
+
+def test_resume_and_keep_last_see_only_the_runs_own_checkpoints(group, tmp_path):
+    """A new run in a directory that still holds an older run's later steps: keep_last never
+    deletes the new run's newest checkpoint, and resume never picks the older run's."""
+    model, optimizer = _model()
+    for step in (6, 9, 12):
+        _save(tmp_path, step, model, optimizer, run_id="old")
+    for step in range(1, 6):
+        newest = _save(tmp_path, step, model, optimizer, keep_last=2, run_id="new")
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path, "new")] == [
+        "step_00000004", "step_00000005"]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path, "old")] == [
+        "step_00000006", "step_00000009", "step_00000012"]
+    assert resolve_resume("auto", tmp_path, "new") == newest
+    assert resolve_resume("auto", tmp_path, "other") is None

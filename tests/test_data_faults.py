@@ -12,6 +12,7 @@ from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.prepare import PrepareOptions, prepare
 from redi.data.tokenizer import check_round_trip, load_tokenizer
+from redi.files import OutputError
 
 ROW = {"problem": "What is 2 + 3?", "generations": ["5", "6"],
        "correctness": {"llama_verification": [True, False],
@@ -115,12 +116,48 @@ def test_outputs_are_swapped_in_together(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(prepare_module._Preparer, "write", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=f"^no space left on the device at {out} "):
         prepare(source, out, formatter, options)
-    # nothing that looks complete, and the previous outputs kept aside, whole
+    # nothing that looks complete, no staging left on the full disk, and the previous
+    # outputs kept aside, whole
     assert not any((out / n).exists() for n in before)
+    assert not (out / ".prepare.tmp").exists()
     assert {n: (out / ".prepare-previous" / n).read_text() for n in before} == before
     monkeypatch.undo()
     prepare(source, out, formatter, options)
     assert {n: (out / n).read_text() for n in before}.keys() == before.keys()
     assert not (out / ".prepare-previous").exists() and not (out / ".prepare.tmp").exists()
+
+
+def test_output_dir_faults_are_one_line(tmp_path, capsys, monkeypatch):
+    """An output path that is a file, a directory another prepare holds, a full disk."""
+    from redi.train.run_lock import RunLock
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(_row("a") + "\n")
+
+    def prepare_cli():
+        return main(["prepare", "--input", str(source), "--output-dir", str(tmp_path / "out"),
+                     "--no-progress"])
+
+    (tmp_path / "out").write_text("keep me")
+    assert prepare_cli() == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out'} is a file, not a directory" in err
+    assert len(err.splitlines()) == 1 and (tmp_path / "out").read_text() == "keep me"
+    (tmp_path / "out").unlink()
+    with RunLock(tmp_path / "out"):
+        assert prepare_cli() == 2
+    err = capsys.readouterr().err
+    assert "is in use by another run" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "stats.json").exists()
+
+    def disk_full(self, directory):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepare_module._Preparer, "write", disk_full)
+    assert prepare_cli() == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"redi prepare: error: no space left on the device at "
+                          f"{tmp_path / 'out'}") and len(err.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []

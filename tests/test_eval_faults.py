@@ -3,6 +3,7 @@
 run does not block the corrected rerun, a tokenizer that loses text is refused at load,
 few extractable answers are flagged, and incomplete model directories are one line."""
 
+import errno
 import json
 import shutil
 
@@ -89,3 +90,25 @@ def test_summary_line_states_percent_and_matches_the_json_fractions():
     line = format_table(summary)
     assert "| pass@1 0.5 % ± 0.5 |" in line
     assert "| pass@2 1.0 % |" in line
+
+
+def test_output_dir_faults_are_one_line(tiny_model_dir, builtin_test_file, tmp_path, capsys,
+                                        monkeypatch):
+    """An output path that is a file, and a full disk."""
+    from redi.eval import runner
+
+    (tmp_path / "out").write_text("keep me")
+    assert run_eval(tiny_model_dir, builtin_test_file, tmp_path / "out", samples=1) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"redi eval: {tmp_path / 'out'} is a file, not a directory: choose " \
+                      "another output directory"
+    assert (tmp_path / "out").read_text() == "keep me"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner, "atomic_write_text", full)
+    assert run_eval(tiny_model_dir, builtin_test_file, tmp_path / "new", samples=1) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"redi eval: no space left on the device at {tmp_path / 'new'}")
+    assert not any("Traceback" in line for line in err)

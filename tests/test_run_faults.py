@@ -5,9 +5,11 @@ runs on one output directory, and metrics after a resume."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,6 +79,42 @@ def test_export_never_deletes_a_run_or_a_users_directory(finished_run, tmp_path)
     assert _export(step, tmp_path / "new").returncode == 0  # an earlier export is replaced
     assert _export(step, mine, "--overwrite").returncode == 0
     assert (mine / "model.safetensors").is_file() and not (mine / "notes.txt").exists()
+    # --overwrite never replaces checkpoints, nor a directory holding a run at any depth
+    line = _one_line_error(_export(step, finished_run / "checkpoints", "--overwrite"))
+    assert "holds training checkpoints" in line
+    assert sorted(p.name for p in finished_run.iterdir()) == before
+    assert (step / "trainer.json").is_file()
+    workspace = tmp_path / "workspace"
+    shutil.copytree(finished_run, workspace / "run")
+    line = _one_line_error(_export(step, workspace, "--overwrite"))
+    assert f"holds training checkpoints (in {workspace / 'run'})" in line
+    assert sorted(p.name for p in (workspace / "run").iterdir()) == before
+    (tmp_path / "a-file").write_text("keep me")
+    line = _one_line_error(_export(step, tmp_path / "a-file"))
+    assert "is a file, not a directory" in line
+
+
+def test_only_an_earlier_export_is_replaced_without_overwrite(tmp_path):
+    from redi.train.export_dir import ExportError, check_export_target, mark_export
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_bytes(b"weights")
+    mark_export(export, "step 1")
+    check_export_target(export)  # an earlier export, as it was written
+    (export / "eval").mkdir()
+    (export / "eval" / "samples.jsonl").write_text("{}\n")  # a user's file inside it
+    with pytest.raises(ExportError, match="is not empty and is not a redi export"):
+        check_export_target(export)
+    check_export_target(export, overwrite=True)
+    workspace = tmp_path / "workspace"
+    (workspace / "runs" / "a" / "checkpoints" / "step_00000001").mkdir(parents=True)
+    (workspace / "runs" / "a" / "checkpoints" / "step_00000001" / "trainer.json").write_text("{}")
+    mark_export(workspace, "forged")
+    for target in (workspace, workspace / "runs", workspace / "runs" / "a" / "checkpoints"):
+        with pytest.raises(ExportError, match=r"holds training checkpoints \(in " +
+                           re.escape(str(workspace / "runs" / "a"))):
+            check_export_target(target, overwrite=True)
 
 
 @pytest.mark.parametrize("key,value", [("tokens_seen", "12"), ("scheduler.last_epoch", "x")])
@@ -252,3 +290,77 @@ def test_dpo_reference_covers_only_the_steps_run(data_dir, sft_export, tmp_path)
     first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     second = [json.loads(line) for line in (longer / "metrics.jsonl").open()]
     assert first[0]["loss"] == second[0]["loss"]
+
+
+def _sft_cli(data_dir, out, *extra):
+    return run_cli(["sft", f"data={data_dir}", f"output_dir={out}", "lr=3e-3", *TINY_MODEL,
+                    *COMMON, *extra])
+
+
+def test_a_new_run_never_inherits_another_runs_checkpoints(finished_run, data_dir, tmp_path):
+    """resume=never into a directory holding an older run's checkpoints is refused; with
+    overwrite=true they are moved aside, and the new run resumes only from its own."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    old_id = yaml.safe_load((run / "config.yaml").read_text())["run_id"]
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    line = _one_line_error(_sft_cli(data_dir, run, "max_steps=1", "resume=never"))
+    assert "not this run's" in line and "overwrite=true" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    result = _sft_cli(data_dir, run, "max_steps=1", "resume=never", "overwrite=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    new_id = yaml.safe_load((run / "config.yaml").read_text())["run_id"]
+    assert new_id != old_id
+    assert sorted(p.name for p in (run / f"checkpoints.before-{new_id}").iterdir()) == before
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000001"]
+    trainer = json.loads((run / "checkpoints" / "step_00000001" / "trainer.json").read_text())
+    assert trainer["run_id"] == new_id
+    result = _sft_cli(data_dir, run, "max_steps=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resumed from {run / 'checkpoints' / 'step_00000001'} at step 1" in result.stdout
+
+
+def test_training_into_a_users_directory_is_refused_unless_overwrite(data_dir, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "final").mkdir(parents=True)
+    (mine / "final" / "important.txt").write_text("keep me")
+    (mine / "config.yaml").write_text("mine: true\n")
+    (mine / "metrics.jsonl").write_text("my notes\n")
+    line = _one_line_error(_sft_cli(data_dir, mine, "max_steps=1"))
+    assert f"{mine} is not empty and is not this run's" in line and "overwrite=true" in line
+    assert (mine / "final" / "important.txt").read_text() == "keep me"
+    assert (mine / "config.yaml").read_text() == "mine: true\n"
+    assert (mine / "metrics.jsonl").read_text() == "my notes\n"
+    assert not (mine / ".lock").exists()
+    result = _sft_cli(data_dir, mine, "max_steps=1", "overwrite=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (mine / "final" / "model.safetensors").is_file()
+    assert not (mine / "final" / "important.txt").exists()
+    (tmp_path / "a-file").write_text("keep me")
+    line = _one_line_error(_sft_cli(data_dir, tmp_path / "a-file", "max_steps=1"))
+    assert "is a file, not a directory" in line
+    assert (tmp_path / "a-file").read_text() == "keep me"
+
+
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_tmp(finished_run, tmp_path,
+                                                                    monkeypatch, capsys):
+    """safetensors reports a full disk as a SafetensorError around the OS error."""
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    from redi.train.export import main as export_main
+
+    def full(state, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                              'StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    out = tmp_path / "out"
+    status = export_main(["--checkpoint", str(finished_run / "checkpoints" / "step_00000002"),
+                          "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"redi export: no space left on the device at " \
+                                            f"{out} (model not exported; free space and rerun)"
+    assert list(tmp_path.iterdir()) == []

@@ -111,9 +111,11 @@ def test_two_processes_match_one_process(data_dir, sft_export, tmp_path):
 def test_resume_reproduces_uninterrupted_run(data_dir, sft_export, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     stage2(data_dir, sft_export, full, "max_steps=6", "save_every=2", "keep_last=5")
-    # An interrupted run: only the step-2 checkpoint survived (a crash at any later point).
+    # An interrupted run: only the step-2 checkpoint survived (a crash at any later point),
+    # with the run's config.yaml (written when it started: it says whose checkpoint it is).
     shutil.copytree(full / "checkpoints" / "step_00000002",
                     resumed / "checkpoints" / "step_00000002")
+    shutil.copy(full / "config.yaml", resumed / "config.yaml")
     result = stage2(data_dir, sft_export, resumed, "max_steps=6", "save_every=2",
                     "resume=auto")
     assert "resumed from" in result.stderr + result.stdout

@@ -5,7 +5,8 @@ generate the built-in task and prepare it.
     redi prepare --builtin --output-dir DIR [--task teacher|slips] [--num-problems N]
         [--num-test M] [--task-seed S]
 
-Bad input prints one line naming the file, row and field, and exits with status 2.
+Bad input prints one line naming the file, row and field, and exits with status 2; so do an
+output directory that is a file or that another prepare is writing, and a full disk.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from redi.data.formatting import Formatter
     from redi.data.prepare import PrepareOptions, prepare, prepare_builtin_task
     from redi.data.tokenizer import load_tokenizer
+    from redi.files import OutputError
 
     try:
         formatter = Formatter(load_tokenizer(args.tokenizer), template=args.template)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_operands=args.max_operands)
         else:
             stats = prepare(args.input, args.output_dir, formatter, options)
-    except (DataError, ValueError) as error:
+    except (DataError, OutputError, ValueError) as error:
         print(f"redi prepare: error: {error}", file=sys.stderr)
         return 2
     out = Path(args.output_dir)

@@ -7,7 +7,9 @@ The format is detected from the first record unless given.
 Outputs are written into ``OUT/.prepare.tmp/`` and moved into ``OUT`` together once all
 are complete (``stats.json`` last). A previous run's outputs are first moved to
 ``OUT/.prepare-previous/`` (removed when the new run succeeds), so a run that fails leaves
-no output that looks current, and loses nothing:
+no output that looks current, and loses nothing; it removes ``.prepare.tmp`` (a full disk is
+one line). ``OUT`` is locked for the run (``OUT/.lock``, as a training run locks its own),
+so a second prepare on it is refused:
 
 * ``sft.jsonl`` (OpenR1 and ``messages`` inputs): ``messages`` (user = the problem,
   assistant = the trace), plus provenance: ``source``, ``uuid``, ``row`` ("file:row"),
@@ -55,6 +57,8 @@ from redi.data.formatting import Encoded, Formatter
 from redi.data.io import Row, count_rows, read_rows, skipped_files
 from redi.data.tokenizer import check_round_trip, string_values
 from redi.data.validation import FORMATS, detect_format, messages_row, openr1_row, preference_row
+from redi.files import full_disk_reported
+from redi.train.run_lock import RunLock
 
 PROGRESS_MIN_ROWS = 10_000
 OUTPUTS = {"openr1": ("sft", "pairs"), "messages": ("sft",), "preference": ("pairs",)}
@@ -339,20 +343,35 @@ def prepare(input_path: str | Path, output_dir: str | Path, formatter: Formatter
     """Build the outputs described in the module docstring; returns the statistics.
 
     Raises DataError on bad input (unless options.skip_invalid, which drops and counts
-    bad rows; a missing file or an input with no valid row is always an error).
+    bad rows; a missing file or an input with no valid row is always an error);
+    OutputError if output_dir is a file, is locked by another run, or the disk is full.
     """
-    from tqdm import tqdm
+    with RunLock(output_dir):
+        return _prepare(input_path, Path(output_dir), formatter, options)
 
+
+def _prepare(input_path: str | Path, output_dir: Path, formatter: Formatter,
+             options: PrepareOptions) -> dict:
     started = time.perf_counter()
     if options.input_format not in ("auto", *FORMATS):
         raise ValueError(f"input_format must be 'auto' or one of {FORMATS}")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     total = count_rows(input_path)  # first: a wrong --input changes nothing
     _set_aside_previous(output_dir)
     staging = output_dir / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    with full_disk_reported(output_dir, "outputs not written; free space and rerun",
+                            staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        return _prepare_into(staging, input_path, output_dir, formatter, options, total,
+                             started)
+
+
+def _prepare_into(staging: Path, input_path: str | Path, output_dir: Path,
+                  formatter: Formatter, options: PrepareOptions, total: int | None,
+                  started: float) -> dict:
+    """Read, check and count the rows; write the outputs into ``staging``; swap them in."""
+    from tqdm import tqdm
+
     quiet = not options.progress or (total is not None and total < PROGRESS_MIN_ROWS)
     with tqdm(read_rows(input_path), total=total, unit=" rows", desc="prepare",
               disable=quiet) as progress:
@@ -384,9 +403,10 @@ def prepare_builtin_task(output_dir: str | Path, formatter: Formatter,
     (``sft.jsonl``, ``pairs.jsonl``, ``stats.json``). Returns the statistics."""
     from redi.data import builtin_task
 
-    paths = builtin_task.write_task(
-        output_dir, num_problems or builtin_task.DEFAULT_PROBLEMS,
-        num_test or builtin_task.DEFAULT_TEST, seed, **task_options)
-    # the generator may draw a problem twice, each time with its own traces: both are kept
-    options = dataclasses.replace(options, drop_duplicate_problems=False)
-    return prepare(paths["raw"], output_dir, formatter, options)
+    with RunLock(output_dir):
+        paths = builtin_task.write_task(
+            output_dir, num_problems or builtin_task.DEFAULT_PROBLEMS,
+            num_test or builtin_task.DEFAULT_TEST, seed, **task_options)
+        # the generator may draw a problem twice, each time with its own traces: both kept
+        options = dataclasses.replace(options, drop_duplicate_problems=False)
+        return _prepare(paths["raw"], Path(output_dir), formatter, options)

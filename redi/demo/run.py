@@ -106,8 +106,9 @@ def checkpoint_curve(run: Path, evaluator: Evaluator) -> list[tuple[int, float]]
     checkpoint is the final model, evaluated as ``run/final``)."""
     from redi.train.checkpoint import list_checkpoints
     from redi.train.export import export_checkpoint
+    from redi.train.run_id import stored_run_id
 
-    checkpoints = list_checkpoints(run)
+    checkpoints = list_checkpoints(run, stored_run_id(run))
     points = []
     for checkpoint in checkpoints[:-1]:
         step = int(checkpoint.name.split("_")[1])

@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     from redi.data.errors import DataError
+    from redi.files import OutputError
 
     from .runner import evaluate, format_table
 
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> int:
         options = _options(args)
         summary = evaluate(args.model, args.data, args.output_dir, args.benchmark, options,
                            progress=not args.no_progress)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except (DataError, OutputError, ValueError, FileNotFoundError) as err:
         print(f"redi eval: {err}", file=sys.stderr)
         return 2
     print(format_table(summary))

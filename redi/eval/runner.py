@@ -19,7 +19,7 @@ from pathlib import Path
 from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.tokenizer import check_round_trip, load_tokenizer
-from redi.files import atomic_write_text, sha256_of
+from redi.files import atomic_write_text, full_disk_reported, make_output_dir, sha256_of
 from redi.model_dir import check_model_dir
 
 from .answers import grade
@@ -118,12 +118,18 @@ def summarize(problems: list[Problem], done: dict, samples: int, benchmark: str)
 
 def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "auto",
              options: EvalOptions = EvalOptions(), progress: bool = True) -> dict:
-    """Run (or finish) an evaluation; returns the summary written to OUT/summary.json."""
+    """Run (or finish) an evaluation; returns the summary written to OUT/summary.json. A
+    full disk is a one-line OutputError (the samples finished so far are kept)."""
     problems = load_benchmark(data_path, benchmark)[: options.limit]
     benchmark = benchmark if benchmark != "auto" else (detect_benchmark(data_path) or "generic")
     options = replace(options, grader=options.grader or default_grader(benchmark))
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(output_dir)
+    with full_disk_reported(out, "free space and rerun: the finished samples are kept"):
+        return _evaluate(model_dir, data_path, out, benchmark, problems, options, progress)
+
+
+def _evaluate(model_dir: str, data_path: str, out: Path, benchmark: str,
+              problems: list[Problem], options: EvalOptions, progress: bool) -> dict:
     samples_path = out / "samples.jsonl"
     done = read_samples(samples_path)
     check_same_settings(out / "settings.json", {

@@ -4,14 +4,16 @@ Layout of ``output_dir/checkpoints/step_00000120/``:
 
 * DCP shards of ``{"model": ..., "optim": ...}`` (every rank writes its own shards);
 * ``rank{r}.pt``: that rank's RNG states (torch, CUDA, Python) and data-sampler position;
-* ``trainer.json``: step, scheduler state, token counters, the model's parameter shapes;
+* ``trainer.json``: the id of the run that wrote it (``redi.train.run_id``), step,
+  scheduler state, token counters, the model's parameter shapes;
 * ``manifest.json``: size and sha256 of every other file (``redi.train.manifest``).
 
 A checkpoint is written into ``step_XXXXXXXX.tmp`` and renamed once every rank has finished,
 so a crash mid-write never leaves a directory that looks complete; older checkpoints beyond
 ``keep_last`` are removed only after the new one exists. A save that fails (a full disk)
 removes its ``.tmp`` and raises ``CheckpointError``. Shards need a filesystem that all
-nodes share.
+nodes share. ``keep_last`` and ``resume=auto`` see only the checkpoints of the run that
+asks (its ``run_id``): never another run's that happen to lie in the same directory.
 
 Before a checkpoint is loaded its files are checked against the manifest, and its
 ``.metadata`` and pickled items are read without running code
@@ -21,7 +23,6 @@ warning naming the damaged newer one.
 
 from __future__ import annotations
 
-import errno
 import json
 import pickle
 import random
@@ -41,7 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from redi.files import replace_dir
+from redi.files import no_space, no_space_message, replace_dir
 from redi.train import manifest
 from redi.train.lora import checkpointed, is_lora
 from redi.train.safe_reader import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpoint
@@ -58,12 +59,23 @@ def checkpoint_root(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first (``.tmp`` leftovers of a crash are not listed)."""
+def checkpoint_run_id(path: Path) -> str | None:
+    """The id of the run that wrote checkpoint ``path`` (None: none readable)."""
+    try:
+        meta = json.loads((path / "trainer.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("run_id") if isinstance(meta, dict) else None
+
+
+def list_checkpoints(output_dir: str | Path, run_id: str | None) -> list[Path]:
+    """Run ``run_id``'s complete checkpoints in output_dir, oldest first (``.tmp``
+    leftovers of a crash are not listed, nor checkpoints of other runs)."""
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
+    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)
+                  and checkpoint_run_id(p) == run_id)
 
 
 def _share(items: list) -> list:
@@ -93,16 +105,16 @@ def checkpoint_problem(path: Path) -> str | None:
     return problems[0] if problems else None
 
 
-def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
-    """``auto``: the newest intact checkpoint of output_dir (None if there is none; a
-    warning names each damaged newer one; CheckpointError if none is intact); ``never``:
-    None; anything else: that checkpoint directory, which must exist and be intact.
-    Collective."""
+def resolve_resume(resume: str, output_dir: str | Path, run_id: str) -> Path | None:
+    """``auto``: run ``run_id``'s newest intact checkpoint in output_dir (None if there is
+    none; a warning names each damaged newer one; CheckpointError if none is intact);
+    ``never``: None; anything else: that checkpoint directory, which must exist and be
+    intact. Collective."""
     if resume == "never":
         return None
     if resume == "auto":
         damaged = []
-        for path in reversed(list_checkpoints(output_dir)):
+        for path in reversed(list_checkpoints(output_dir, run_id)):
             problem = checkpoint_problem(path)
             if problem is None:
                 if damaged and dist.get_rank() == 0:
@@ -115,7 +127,8 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
             bad, why = damaged[0]
             raise CheckpointError(f"no intact checkpoint in {checkpoint_root(output_dir)}: "
                                   f"{bad} is damaged ({why}), and so are the older ones; "
-                                  "use resume=never or another output_dir")
+                                  "start a new run: another output_dir, or resume=never "
+                                  "overwrite=true")
         return None
     path = Path(resume)
     if not (path / "trainer.json").is_file():
@@ -129,7 +142,7 @@ def check_intact(path: Path) -> None:
     problem = checkpoint_problem(path)
     if problem is None:
         return
-    intact = [p for p in list_checkpoints(path.parent.parent)
+    intact = [p for p in list_checkpoints(path.parent.parent, checkpoint_run_id(path))
               if p != path and checkpoint_problem(p) is None]
     other = f"; the newest intact one is {intact[-1]}" if intact else ""
     raise CheckpointError(f"checkpoint {path} is damaged ({problem}){other}")
@@ -167,8 +180,8 @@ def _set_rng_state(state: dict):
 
 
 def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict,
-                    sampler_state: dict, keep_last: int) -> Path:
-    """Write checkpoint ``step`` (collective: every rank calls it)."""
+                    sampler_state: dict, keep_last: int, *, run_id: str) -> Path:
+    """Write checkpoint ``step`` of run ``run_id`` (collective: every rank calls it)."""
     rank = dist.get_rank()
     root = checkpoint_root(output_dir)
     final = root / f"step_{step:08d}"
@@ -184,7 +197,8 @@ def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
         torch.save({"rng": _rng_state(), "sampler": sampler_state}, tmp / f"rank{rank}.pt")
         if rank == 0:
-            meta = dict(trainer_state, step=step, world_size=dist.get_world_size(),
+            meta = dict(trainer_state, run_id=run_id, step=step,
+                        world_size=dist.get_world_size(),
                         parameter_shapes=parameter_shapes(model))
             (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
     except (OSError, RuntimeError, CheckpointException) as err:  # full disk, quota, I/O
@@ -199,7 +213,7 @@ def save_checkpoint(output_dir, step: int, model, optimizer, trainer_state: dict
     _stop_if_failed(error, tmp, root)
     if rank == 0:
         replace_dir(tmp, final)
-        for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
+        for old in list_checkpoints(output_dir, run_id)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old)
     dist.barrier()
     return final
@@ -215,28 +229,10 @@ def _stop_if_failed(error: BaseException | None, tmp: Path, root: Path) -> None:
         raise CheckpointError(failed[0]) from error
 
 
-def _no_space(err: BaseException) -> bool:
-    """Whether ``err`` (or an error it wraps, as DCP and torch.save do) is a full disk."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        text = str(err)
-        if "No space left" in text or "unexpected pos" in text:  # torch's zip writer
-            return True
-        failures = getattr(err, "failures", None)  # DCP's CheckpointException, per rank
-        if isinstance(failures, dict) and any(
-                _no_space(f[0] if isinstance(f, tuple) else f) for f in failures.values()):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
 def _write_error(err: BaseException, root: Path) -> str:
-    if _no_space(err):
-        return f"no space left on the device at {root} (checkpoint not saved; free space " \
-               "and rerun with resume=auto)"
+    if no_space(err):
+        return no_space_message(root, "checkpoint not saved; free space and rerun with "
+                                      "resume=auto")
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"could not write a checkpoint in {root}: {first}"
 

@@ -39,10 +39,10 @@ def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
 
 def _run(config) -> int:
     from redi.data.errors import DataError
+    from redi.files import OutputError
     from redi.train.checkpoint import CheckpointError
     from redi.train.export_dir import ExportError
     from redi.train.loop import TrainingDiverged, train
-    from redi.train.run_lock import OutputDirInUse
 
     if os.environ.get("RANK", "0") == "0":
         print(f"redi: effective settings: {describe(config)}", file=sys.stderr)
@@ -51,7 +51,7 @@ def _run(config) -> int:
     except TrainingDiverged as err:
         print(f"redi: training diverged: {err}", file=sys.stderr)
         return 1
-    except (ConfigError, CheckpointError, DataError, ExportError, OutputDirInUse,
+    except (ConfigError, CheckpointError, DataError, ExportError, OutputError,
             FileNotFoundError) as err:
         print(f"redi: {err}", file=sys.stderr)
         return 2
@@ -134,6 +134,7 @@ def plan_main(argv: list[str]) -> int:
 
 def export_main(argv: list[str]) -> int:
     from redi.data.errors import DataError
+    from redi.files import OutputError
     from redi.train import export
     from redi.train.checkpoint import CheckpointError
     from redi.train.export_dir import ExportError
@@ -144,11 +145,13 @@ def export_main(argv: list[str]) -> int:
     add_output_dir(parser, "the model directory to write (new, empty, or an earlier export)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output-dir even if it is not an earlier export (a "
-                             "directory holding checkpoints is never replaced)")
+                             "directory holding a checkpoint or a run, at any depth, is never "
+                             "replaced)")
     args = parser.parse_args(argv)
     try:
         print(export.export_checkpoint(args.checkpoint, args.output_dir, args.overwrite))
-    except (CheckpointError, ConfigError, DataError, ExportError, FileNotFoundError) as err:
+    except (CheckpointError, ConfigError, DataError, ExportError, OutputError,
+            FileNotFoundError) as err:
         print(f"redi export: {err}", file=sys.stderr)
         return 2
     return 0

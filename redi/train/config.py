@@ -20,6 +20,7 @@ import yaml
 from redi.defaults import REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 from redi.functional import check_beta, check_redi_args
 from redi.train.lora import check_lora_config
+from redi.train.run_id import RUN_ID
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,9 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     keep_last: int = 2
     resume: str = "auto"  # auto (latest checkpoint in output_dir) | never | a checkpoint dir
+    # start a new run in an output_dir that is not empty and not this run's own: another
+    # run's checkpoints are moved aside, config.yaml, metrics.jsonl and final/ replaced
+    overwrite: bool = False
     log_every: int = 1
     tensorboard: bool = False
     progress: bool = True
@@ -177,6 +181,7 @@ def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[st
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"recipe {path} must be a mapping of keys to values")
+        loaded.pop(RUN_ID, None)  # a run's config.yaml as a recipe: its settings, not its id
         values.update(loaded)
     for text in overrides:
         key, value = parse_override(text)
@@ -251,8 +256,10 @@ def describe(config: TrainConfig) -> str:
     return f"loss={config.loss} {settings}{overrides}"
 
 
-def to_yaml(config: TrainConfig) -> str:
-    data = {k: getattr(config, k) for k in _USER_KEYS}
+def to_yaml(config: TrainConfig, run_id: str | None = None) -> str:
+    """The config as YAML; a run's ``config.yaml`` starts with its ``run_id``."""
+    data = {RUN_ID: run_id} if run_id is not None else {}
+    data |= {k: getattr(config, k) for k in _USER_KEYS}
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -4,8 +4,9 @@
 
 The run's ``config.yaml`` (two levels above the checkpoint) says which model to build. The
 checkpoint is checked against its manifest first. ``--output`` must be new, empty or an
-earlier export (``--overwrite`` replaces another directory; a directory that holds
-checkpoints is never replaced), and non-finite weights are not exported.
+earlier export (``--overwrite`` replaces another directory; a directory that holds a
+checkpoint or a run at any depth is never replaced), and non-finite weights are not
+exported. A full disk is one line; the partial export is removed.
 """
 
 from __future__ import annotations

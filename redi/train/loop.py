@@ -12,6 +12,9 @@ schedule, reference, resume), then one optimizer step per iteration:
 4. log, checkpoint every ``save_every`` steps or when SIGTERM/SIGINT asked to stop.
 
 At the end: a last checkpoint and a Hugging Face export in ``output_dir/final``.
+
+A run starts only in an output directory that is its own, new or empty (unless
+``overwrite=true``), and resumes from its own checkpoints only (``redi.train.run_dir``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 
 from redi import losses, resolved_backend
-from redi.files import atomic_write_text
+from redi.files import OutputError, atomic_write_text
 from redi.train import lora
 from redi.train.checkpoint import (
     CheckpointError,
@@ -42,7 +45,8 @@ from redi.train.loader import TrainData
 from redi.train.modeling import build_model, compute_dtype, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_config import changed_training_keys
-from redi.train.run_lock import OutputDirInUse, RunLock
+from redi.train.run_dir import RunClaim, claim_output_dir
+from redi.train.run_lock import RunLock
 from redi.train.run_log import RunLog
 from redi.train.step_metrics import StepMetrics, parameter_snapshot, update_norm
 
@@ -135,10 +139,11 @@ def train(config: TrainConfig) -> Path:
         if env.is_main:
             try:
                 lock.acquire()
-            except OutputDirInUse as err:
+            except OutputError as err:  # in use by another run, or a file
                 error = err
         if not all_true(error is None, env.device):
-            raise error or OutputDirInUse(f"{config.output_dir} is in use by another run")
+            raise error or OutputError(f"{config.output_dir}: the main process could not "
+                                       "take it (see its message)")
         result = _train(config, env)
         finish()
         return result
@@ -147,19 +152,21 @@ def train(config: TrainConfig) -> Path:
         shutdown()
 
 
-def start_run_config(config: TrainConfig, out: Path, resume_from: Path | None, is_main: bool):
-    """Write ``config.yaml`` for a new run; on a resume keep it, and refuse changed
+def start_run_config(config: TrainConfig, out: Path, claim: RunClaim, resume_from: Path | None,
+                     is_main: bool):
+    """Write ``config.yaml`` (with the run's id) for a run that starts from step 0 or from
+    another run's checkpoint; when the directory's run resumes, keep it, and refuse changed
     training keys."""
     path = out / "config.yaml"
-    if resume_from is not None and path.is_file():
+    if claim.continues and resume_from is not None:
         changed = changed_training_keys(path.read_text(), config)
         if changed:
             raise ConfigError(f"cannot resume {out} with changed training settings "
-                              f"({'; '.join(changed)}): set them back, or use another "
-                              "output_dir or resume=never")
+                              f"({'; '.join(changed)}): set them back, or start a new run: "
+                              "another output_dir, or resume=never overwrite=true")
         return
     if is_main:
-        atomic_write_text(path, to_yaml(config))
+        atomic_write_text(path, to_yaml(config, claim.run_id))
 
 
 def parameters_finite(model: torch.nn.Module) -> bool:
@@ -178,8 +185,9 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
     check_not_linked(out)
-    resume_from = resolve_resume(config.resume, out)
-    start_run_config(config, out, resume_from, env.is_main)
+    claim = claim_output_dir(config, out)
+    resume_from = resolve_resume(config.resume, out, claim.run_id)
+    start_run_config(config, out, claim, resume_from, env.is_main)
 
     data = TrainData(config, env)
     model = build_model(config, env.device)
@@ -223,7 +231,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                  "loss": config.loss}
         saved_step = step
         return save_checkpoint(out, step, model, optimizer, state, data.state_dict(),
-                               config.keep_last)
+                               config.keep_last, run_id=claim.run_id)
 
     try:
         while step < total_steps:
@@ -245,7 +253,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                               else grad_norm)
             reduced = metrics.reduce(env.world_size)
             if not (math.isfinite(reduced["loss"]) and math.isfinite(grad_norm)):
-                kept = list_checkpoints(out)
+                kept = list_checkpoints(out, claim.run_id)
                 raise TrainingDiverged(
                     f"step {step + 1}: loss {reduced['loss']}, grad norm {grad_norm}; "
                     f"stopped before the optimizer step. Last good checkpoint: "
@@ -254,7 +262,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
             before = parameter_snapshot(model) if logged else None
             optimizer.step()
             if not parameters_finite(model):
-                kept = list_checkpoints(out)
+                kept = list_checkpoints(out, claim.run_id)
                 raise TrainingDiverged(
                     f"step {step + 1}: the optimizer step made parameters non-finite (lr "
                     f"{scheduler.get_last_lr()[0]}, grad norm {grad_norm}). Last good "
@@ -285,7 +293,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
             checkpoint()
         final = out / "final"
         export_hf(model, data.tokenizer, final, env.is_main, config.export_adapter,
-                  overwrite=True, training_prompt=data.training_prompt)
+                  overwrite=config.overwrite, training_prompt=data.training_prompt)
         log.message(f"done: {step} steps, export in {final}")
         return final
     finally:

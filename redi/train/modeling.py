@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from redi.data.tokenizer import auto_tokenizer_mismatch
 from redi.eval.defaults import write_training_prompt
-from redi.files import replace_dir
+from redi.files import full_disk_reported, replace_dir
 from redi.hf_head import head_inputs
 from redi.model_dir import check_model_dir
 from redi.model_logits import model_softcap, with_model_softcap
@@ -180,7 +180,8 @@ def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_m
     temporary sibling, then renamed. Collective: every rank must call it. A LoRA model is
     written merged (W + s B A), or with ``adapter_only`` as its PEFT adapter alone. Refuses
     non-finite weights and an ``out_dir`` that is not ours to replace (see
-    ``redi.train.export_dir``)."""
+    ``redi.train.export_dir``). A write that fails removes the temporary; a full disk is a
+    one-line OutputError."""
     state = full_state_dict(model)
     if not is_main:
         return
@@ -188,20 +189,22 @@ def export_hf(model: CausalLMWithFusedLoss, tokenizer, out_dir: str | Path, is_m
     check_export_target(out_dir, overwrite)
     check_finite(state, source)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if lora.is_lora(model) and adapter_only:
-        model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-    elif lora.is_lora(model):
-        model.lm.get_base_model().save_pretrained(
-            tmp, state_dict=lora.merged_state(state, model.lm), safe_serialization=True)
-    else:
-        model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-        mismatch = auto_tokenizer_mismatch(tokenizer, tmp)
-        if mismatch:
-            warn_once(mismatch.replace(str(tmp), str(out_dir)), key=type(tokenizer).__name__)
-    if training_prompt is not None:
-        write_training_prompt(tmp, **training_prompt)
-    mark_export(tmp, source)
-    replace_dir(tmp, out_dir)
+    with full_disk_reported(out_dir, "model not exported; free space and rerun", tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+        if lora.is_lora(model) and adapter_only:
+            model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        elif lora.is_lora(model):
+            model.lm.get_base_model().save_pretrained(
+                tmp, state_dict=lora.merged_state(state, model.lm), safe_serialization=True)
+        else:
+            model.lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+            mismatch = auto_tokenizer_mismatch(tokenizer, tmp)
+            if mismatch:
+                warn_once(mismatch.replace(str(tmp), str(out_dir)),
+                          key=type(tokenizer).__name__)
+        if training_prompt is not None:
+            write_training_prompt(tmp, **training_prompt)
+        mark_export(tmp, source)
+        replace_dir(tmp, out_dir)

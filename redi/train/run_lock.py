@@ -1,4 +1,5 @@
-"""One run per output directory: an exclusive lock file, ``output_dir/.lock``.
+"""One run per output directory: an exclusive lock file, ``output_dir/.lock`` (training runs
+and ``redi prepare``).
 
 The file is created with ``O_EXCL`` and holds the owner's host name and PID. A second run
 on the same directory is refused with one line naming the owner; a lock whose process no
@@ -14,10 +15,12 @@ import os
 import socket
 from pathlib import Path
 
+from redi.files import OutputError, make_output_dir
+
 LOCK_FILE = ".lock"
 
 
-class OutputDirInUse(RuntimeError):
+class OutputDirInUse(OutputError):
     """Another live run holds the output directory."""
 
 
@@ -48,7 +51,7 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.path.parent)
         me = {"host": socket.gethostname(), "pid": os.getpid()}
         for _ in range(2):  # the second try follows the removal of a stale lock
             try:

@@ -68,14 +68,19 @@ def checkpoint_run_id(path: Path) -> str | None:
     return meta.get("run_id") if isinstance(meta, dict) else None
 
 
-def list_checkpoints(output_dir: str | Path, run_id: str | None) -> list[Path]:
-    """Run ``run_id``'s complete checkpoints in output_dir, oldest first (``.tmp``
-    leftovers of a crash are not listed, nor checkpoints of other runs)."""
+def step_dirs(output_dir: str | Path) -> list[Path]:
+    """Every complete checkpoint directory in output_dir, of any run, oldest first (``.tmp``
+    leftovers of a crash are not listed)."""
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)
-                  and checkpoint_run_id(p) == run_id)
+    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
+
+
+def list_checkpoints(output_dir: str | Path, run_id: str | None) -> list[Path]:
+    """Run ``run_id``'s complete checkpoints in output_dir, oldest first (not those of
+    other runs)."""
+    return [p for p in step_dirs(output_dir) if checkpoint_run_id(p) == run_id]
 
 
 def _share(items: list) -> list:
@@ -152,7 +157,7 @@ def check_not_linked(output_dir: str | Path) -> None:
     """CheckpointError naming a checkpoint of output_dir that is a symbolic link: a run
     replaces and removes its checkpoints in place (keep_last), which it cannot do through
     a link, nor should to data kept elsewhere."""
-    for path in list_checkpoints(output_dir):
+    for path in step_dirs(output_dir):
         if path.is_symlink():
             raise CheckpointError(f"checkpoint {path} is a symbolic link (to {path.resolve()}); "
                                   "a run keeps and removes its checkpoints itself: move the "

@@ -274,7 +274,7 @@ def test_a_hand_edited_trainer_json_is_one_line_naming_the_key(group, tmp_path, 
     model, optimizer = _model()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # at step 0
     state = {"scheduler": scheduler.state_dict(), "tokens_seen": 100, "loss": "sft"}
-    path = save_checkpoint(tmp_path, 0, model, optimizer, state, {"position": 0}, 5)
+    path = save_checkpoint(tmp_path, 0, model, optimizer, state, {"position": 0}, 5, run_id="run")
     edit_trainer_json(path, key, value)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, model, optimizer, scheduler)

@@ -348,7 +348,7 @@ def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_tmp(finished_run
     import transformers.modeling_utils
     from safetensors import SafetensorError
 
-    from redi.train.export import main as export_main
+    from redi.train.cli import export_main
 
     def full(state, filename, metadata=None):
         Path(filename).write_bytes(b"partial")

@@ -75,3 +75,21 @@ def test_model_dirs_missing_weights_or_tokenizer_are_one_line(tiny_model_dir,
     err = capsys.readouterr().err
     assert err.startswith(f"redi eval: {no_tokenizer}: no tokenizer files") and \
         len(err.splitlines()) == 1
+
+
+def test_samples_follow_the_models_contents_not_its_path(tiny_model_dir, builtin_test_file,
+                                                         tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    model, out = tmp_path / "model", tmp_path / "out"
+    shutil.copytree(tiny_model_dir, model)
+    assert run_eval(model, builtin_test_file, out, samples=1) == 0
+    moved = tmp_path / "moved"  # the same model elsewhere: its samples are reused
+    shutil.copytree(model, moved)
+    assert run_eval(moved, builtin_test_file, out, samples=1) == 0
+    weights = load_file(model / "model.safetensors")  # retrained to the same path
+    save_file({k: v + 0.01 for k, v in weights.items()}, model / "model.safetensors",
+              metadata={"format": "pt"})
+    capsys.readouterr()
+    assert run_eval(model, builtin_test_file, out, samples=1) == 2
+    assert "other settings (model_sha256" in capsys.readouterr().err

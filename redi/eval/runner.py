@@ -20,7 +20,7 @@ from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.tokenizer import check_round_trip, load_tokenizer
 from redi.files import atomic_write_text, sha256_of
-from redi.model_dir import check_model_dir
+from redi.model_dir import check_model_dir, model_fingerprint
 
 from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
@@ -66,10 +66,10 @@ def read_samples(path: Path) -> dict[tuple[str, int], dict]:
 
 
 def check_same_settings(path: Path, settings: dict, have_samples: bool) -> None:
-    """Samples already in OUT must come from the same model, data file, prompt and sampling
-    settings: the settings of the run that drew them are kept in ``path`` and compared on
-    every rerun. Settings without samples (a run that failed before its first sample)
-    bind nothing and are replaced."""
+    """Samples already in OUT must come from the same model (by its files' contents, not
+    its path), data file, prompt and sampling settings: the settings of the run that drew
+    them are kept in ``path`` and compared on every rerun. Settings without samples (a run
+    that failed before its first sample) bind nothing and are replaced."""
     if path.is_file() and have_samples:
         stored = json.loads(path.read_text())
         changed = sorted(k for k in settings if stored.get(k) != settings[k])
@@ -126,15 +126,15 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
     done = read_samples(samples_path)
+    check_model_dir(model_dir)
     check_same_settings(out / "settings.json", {
-        "model": str(model_dir), "data_sha256": sha256_of(data_path),
+        "model_sha256": model_fingerprint(model_dir), "data_sha256": sha256_of(data_path),
         "prompt_style": options.prompt_style, "think": options.think,
         "sampling": asdict(options.sampling)}, have_samples=bool(done))
     todo = [(p, j) for p in problems for j in range(options.samples) if (p.id, j) not in done]
     if todo:
         tokenizer = load_tokenizer(model_dir)
         check_round_trip(tokenizer, [p.problem for p in problems])
-        check_model_dir(model_dir)
         formatter = Formatter(tokenizer, prompt_style=options.prompt_style)
         generator = make_generator(options.backend, model_dir, options.batch_size)
         from tqdm import tqdm

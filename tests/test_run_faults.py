@@ -193,3 +193,50 @@ def test_dpo_reference_covers_only_the_steps_run(data_dir, sft_export, tmp_path)
     first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     second = [json.loads(line) for line in (longer / "metrics.jsonl").open()]
     assert first[0]["loss"] == second[0]["loss"]
+
+
+def test_dpo_reference_cache_follows_the_models_contents(data_dir, sft_export, tmp_path):
+    """init_from retrained to the same path: the cached reference of the old model is not
+    served (with reference = policy, DPO's first loss is log 2)."""
+    import math
+
+    from safetensors.torch import load_file, save_file
+
+    init = tmp_path / "init"
+    shutil.copytree(sft_export, init)
+    stage2(data_dir, init, tmp_path / "old", "loss=dpo", "beta=1.0", "max_steps=1")
+    weights = load_file(init / "model.safetensors")
+    save_file({k: v * 1.5 for k, v in weights.items()}, init / "model.safetensors",
+              metadata={"format": "pt"})
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(tmp_path / "old" / "reference_logps.safetensors", new)
+    stage2(data_dir, init, new, "loss=dpo", "beta=1.0", "max_steps=1")
+    assert json.loads((new / "metrics.jsonl").read_text())["loss"] == pytest.approx(
+        math.log(2), abs=1e-5)
+
+
+def test_dpo_reference_fingerprint_is_the_data_not_its_paths(tmp_path, sft_export):
+    """The same built-in data prepared in two directories (its pairs.jsonl names the path of
+    its raw.jsonl) gets one fingerprint, so the reference cache is shared."""
+    from redi.data.formatting import Formatter
+    from redi.data.prepare import PrepareOptions, prepare_builtin_task
+    from redi.data.tokenizer import load_tokenizer
+    from redi.train.config import build_config
+    from redi.train.distributed import init_distributed, shutdown
+    from redi.train.loader import TrainData
+
+    env = init_distributed()
+    try:
+        prints = []
+        for name in ("a", "b"):
+            directory = tmp_path / name
+            prepare_builtin_task(directory, Formatter(load_tokenizer()), num_problems=40,
+                                 num_test=5, options=PrepareOptions(progress=False))
+            config = build_config(None, [f"data={directory}", f"init_from={sft_export}",
+                                         "loss=dpo", f"output_dir={tmp_path / 'run'}",
+                                         *COMMON])
+            prints.append(TrainData(config, env).fingerprint)
+    finally:
+        shutdown()
+    assert prints[0] == prints[1]

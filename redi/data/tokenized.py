@@ -13,6 +13,7 @@ the formatter says.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -79,3 +80,21 @@ def load_sft(path: str | Path, formatter: Formatter):
 def load_pairs(path: str | Path, formatter: Formatter):
     """``pairs.jsonl`` (or any file of TRL preference rows), tokenized."""
     return tokenize_pairs(_records(path, preference_row), formatter)
+
+
+def content_digest(dataset) -> str:
+    """sha256 of a tokenized set's token columns, row by row: what a model computes on. A
+    prepared file's provenance fields (source paths, row numbers) do not enter, so the same
+    data prepared in another directory gets the same digest."""
+    import pyarrow.compute as pc
+
+    digest, table = hashlib.sha256(), dataset.with_format("arrow")
+    for name in dataset.column_names:
+        if name in ("length", "index"):  # derived from the token columns
+            continue
+        lengths, values = hashlib.sha256(), hashlib.sha256()
+        for chunk in table[name].chunks:
+            lengths.update(pc.list_value_length(chunk).to_numpy().tobytes())
+            values.update(chunk.flatten().to_numpy().tobytes())
+        digest.update(f"{name}:{lengths.hexdigest()}:{values.hexdigest()}\n".encode())
+    return digest.hexdigest()

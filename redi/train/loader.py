@@ -25,13 +25,12 @@ from redi.data.formatting import IGNORE_INDEX, THINK_PREFIX, Formatter
 from redi.data.io import read_rows
 from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
-from redi.data.tokenized import load_pairs, load_sft
+from redi.data.tokenized import content_digest, load_pairs, load_sft
 from redi.data.tokenizer import check_round_trip, load_tokenizer, string_values
-from redi.files import sha256_of
 from redi.segments import PAIR_LAYOUT_KEYS
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
-from redi.train.model_spec import check_positions, check_vocabulary, hf_config
+from redi.train.model_spec import check_positions, check_vocabulary, hf_config, model_identity
 from redi.train.modeling import flash_attn_available
 
 
@@ -151,11 +150,11 @@ class TrainData:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """What the DPO reference cache depends on: the data file's contents, tokenization
-        and the reference model (read once, on first use)."""
-        c = self.config
-        return ":".join(map(str, (sha256_of(self.path), c.max_length, c.max_prompt_length,
-                                  tokenizer_source(c), c.init_from or c.model, c.dtype)))
+        """What the DPO reference cache depends on, by content, never by path: the
+        tokenized pairs (tokenizer and length limits included), the reference model and
+        the dtype (computed once, on first use)."""
+        return ":".join((content_digest(self.dataset), model_identity(self.config),
+                         self.config.dtype))
 
     @property
     def num_examples(self) -> int:

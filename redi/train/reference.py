@@ -6,9 +6,11 @@ frozen Stage-1 model. REDI and SimPO need none.
 * ``cached``: the same forward, run once before training over the pairs the run will use
   (all of them, or the first ``max_steps`` steps' worth), with a progress bar; the
   ``[pairs, 2]`` table (NaN for pairs not computed) is saved to
-  ``output_dir/reference_logps.safetensors`` (with the pair-file fingerprint, so changed
-  data is never served stale numbers) and looked up by each batch's ``index``. A cache
-  that lacks a pair the run needs is rebuilt.
+  ``output_dir/reference_logps.safetensors`` with a fingerprint of the tokenized pairs and
+  of the reference model's files (``TrainData.fingerprint``: contents, never paths, so
+  changed data or a model retrained to the same path is never served stale numbers, and
+  a copy of the cache serves the same data anywhere) and looked up by each batch's
+  ``index``. A cache that lacks a pair the run needs is rebuilt.
 """
 
 from __future__ import annotations

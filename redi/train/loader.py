@@ -149,11 +149,16 @@ class TrainData:
         dist.barrier()
 
     @functools.cached_property
+    def model_identity(self) -> str:
+        """The starting model's ``model_identity`` (its files read once, on first use)."""
+        return model_identity(self.config)
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What the DPO reference cache depends on, by content, never by path: the
         tokenized pairs (tokenizer and length limits included), the reference model and
         the dtype (computed once, on first use)."""
-        return ":".join((content_digest(self.dataset), model_identity(self.config),
+        return ":".join((content_digest(self.dataset), self.model_identity,
                          self.config.dtype))
 
     @property

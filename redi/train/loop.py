@@ -37,6 +37,7 @@ from redi.train.checkpoint import (
 from redi.train.config import ConfigError, TrainConfig, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
 from redi.train.loader import TrainData
+from redi.train.model_spec import model_source
 from redi.train.modeling import build_model, compute_dtype, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_config import changed_training_keys
@@ -115,6 +116,15 @@ def make_reference(config, data: TrainData, env: Distributed, model, total_steps
                                  env.is_main, config.progress)
 
 
+def base_model(config, data: TrainData, model) -> str | None:
+    """The starting model's identity where a resume builds on it again (None elsewhere):
+    LoRA's frozen base under the saved adapters, DPO's reference. A checkpoint records it,
+    and a resume over another model at the same path is refused."""
+    if lora.is_lora(model) or config.loss == "dpo":
+        return data.model_identity
+    return None
+
+
 def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -186,6 +196,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
     reference = make_reference(config, data, env, model, total_steps)
+    base = base_model(config, data, model)
 
     step, tokens_seen = 0, 0
     if resume_from is not None:
@@ -193,6 +204,11 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
         if meta.get("loss") != config.loss:
             raise CheckpointError(f"{resume_from} was written by a {meta.get('loss')} run, "
                                   f"not {config.loss}: use another output_dir or resume=never")
+        if base is not None and meta.get("base_model", base) != base:
+            raise CheckpointError(
+                f"{model_source(config) or 'model_config'} is not the model {resume_from} "
+                "was trained from (its files changed since): restore it, or use another "
+                "output_dir or resume=never")
         scheduler.load_state_dict(meta["scheduler"])
         try:
             data.load_state_dict(sampler_state)
@@ -215,7 +231,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     def checkpoint():
         nonlocal saved_step
         state = {"scheduler": scheduler.state_dict(), "tokens_seen": tokens_seen,
-                 "loss": config.loss}
+                 "loss": config.loss, "base_model": base}
         saved_step = step
         return save_checkpoint(out, step, model, optimizer, state, data.state_dict(),
                                config.keep_last)

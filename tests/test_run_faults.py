@@ -258,3 +258,17 @@ def test_resume_on_a_changed_base_model_is_refused(data_dir, sft_export, tmp_pat
     line = _one_line_error(stage2(data_dir, init, out, "max_steps=2", *lora, check=False))
     assert f"{init} is not the model" in line and "step_00000001" in line
     assert not (out / "checkpoints" / "step_00000002").exists()
+
+
+def test_max_prompt_length_zero_is_no_limit_and_negative_is_refused():
+    """0 means no limit, as for `redi prepare --max-prompt-length` (it cut every prompt
+    away); a negative length is an error."""
+    from redi.data.tokenizer import load_tokenizer
+    from redi.train.config import ConfigError, build_config
+    from redi.train.loader import make_formatter
+
+    config = build_config(None, [*TINY_MODEL, "max_prompt_length=0"])
+    assert make_formatter(config, load_tokenizer()).max_prompt_length is None
+    with pytest.raises(ConfigError, match=r"^max_prompt_length must be >= 0 \(0: no limit\), "
+                                          "got -5$"):
+        build_config(None, [*TINY_MODEL, "max_prompt_length=-5"])

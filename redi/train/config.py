@@ -56,7 +56,7 @@ class TrainConfig:
     # prompt + response tokens. SFT cuts a longer sequence's end (the prompt stays whole);
     # Stage 2 cuts the prompt to max_prompt_length, then the whole sequence keeping its end
     max_length: int = 19800
-    max_prompt_length: int = 800  # Stage 2 only
+    max_prompt_length: int = 800  # Stage 2 only; 0 = no limit (as `redi prepare`'s)
     grad_clip: float = 1.0
 
     # Loss hyperparameters (Stage 2).
@@ -216,6 +216,9 @@ def _check_consistency(c: TrainConfig):
     for key in ("global_batch_size", "micro_batch_size", "max_length", "log_every"):
         if getattr(c, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(c, key)}")
+    if c.max_prompt_length < 0:
+        raise ConfigError(f"max_prompt_length must be >= 0 (0: no limit), got "
+                          f"{c.max_prompt_length}")
     if c.max_steps is not None and c.max_steps < 1:
         raise ConfigError(f"max_steps must be >= 1 or null, got {c.max_steps}")
     if not 0 <= c.warmup_ratio < 1:

@@ -52,7 +52,7 @@ def make_formatter(config: TrainConfig, tokenizer) -> Formatter:
     if config.loss == "sft":
         return Formatter(tokenizer, max_length=config.max_length, truncation="keep_start")
     return Formatter(tokenizer, max_length=config.max_length,
-                     max_prompt_length=config.max_prompt_length)
+                     max_prompt_length=config.max_prompt_length or None)
 
 
 def prepared_file(config: TrainConfig, run_dir: str | Path) -> Path:
@@ -109,10 +109,12 @@ class TrainData:
         check_positions(model_config, formatter.longest)
         if formatter.cut_sequences and env.is_main:
             total = len(self.dataset) * (1 if self.kind == "sft" else 2)
+            prompt = (f"with a prompt over max_prompt_length={config.max_prompt_length} or "
+                      if config.max_prompt_length else "")
             what = (f"longer than max_length={config.max_length}: their ends were cut, the "
                     "prompts kept whole" if self.kind == "sft" else
-                    f"with a prompt over max_prompt_length={config.max_prompt_length} or "
-                    f"longer than max_length={config.max_length}: cut keeping their ends")
+                    f"{prompt}longer than max_length={config.max_length}: cut keeping their "
+                    "ends")
             lost = (f" ({formatter.untrained} of them kept no trained token)"
                     if formatter.untrained else "")
             print(f"redi: {formatter.cut_sequences} of {total} {self.kind} sequences were "

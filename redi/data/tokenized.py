@@ -21,7 +21,7 @@ from pathlib import Path
 from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.io import read_rows
-from redi.data.validation import messages_row, preference_row
+from redi.data.validation import check_some_preference, messages_row, preference_row
 
 CHUNK = 2048
 
@@ -78,8 +78,19 @@ def load_sft(path: str | Path, formatter: Formatter):
 
 
 def load_pairs(path: str | Path, formatter: Formatter):
-    """``pairs.jsonl`` (or any file of TRL preference rows), tokenized."""
-    return tokenize_pairs(_records(path, preference_row), formatter)
+    """``pairs.jsonl`` (or any file of TRL preference rows), tokenized; a set whose pairs
+    all have the same chosen and rejected completion is refused."""
+    counts = {"pairs": 0, "identical": 0}
+
+    def counted():
+        for prompt, chosen, rejected in _records(path, preference_row):
+            counts["pairs"] += 1
+            counts["identical"] += chosen == rejected
+            yield prompt, chosen, rejected
+
+    dataset = tokenize_pairs(counted(), formatter)
+    check_some_preference(str(path), counts["identical"], counts["pairs"])
+    return dataset
 
 
 def content_digest(dataset) -> str:

@@ -272,3 +272,29 @@ def test_max_prompt_length_zero_is_no_limit_and_negative_is_refused():
     with pytest.raises(ConfigError, match=r"^max_prompt_length must be >= 0 \(0: no limit\), "
                                           "got -5$"):
         build_config(None, [*TINY_MODEL, "max_prompt_length=-5"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "short", "keyless"])
+def test_an_unreadable_reference_cache_is_rebuilt_with_a_warning(tmp_path, capsys, damage):
+    import torch
+    from safetensors.torch import save_file
+
+    from redi.train.distributed import init_distributed, shutdown
+    from redi.train.reference import CACHE_FILE, CachedReference
+
+    path, needed = tmp_path / CACHE_FILE, torch.tensor([0, 3])
+    tables = {"truncated": {"logps": torch.zeros(4, 2)}, "short": {"logps": torch.zeros(2, 2)},
+              "keyless": {"other": torch.zeros(4, 2)}}
+    save_file(tables[damage], path, metadata={"fingerprint": "f"})
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-8])
+    init_distributed()
+    try:
+        assert CachedReference.load(tmp_path, "f", needed, num_pairs=4) is None
+        save_file({"logps": torch.zeros(4, 2)}, path, metadata={"fingerprint": "f"})
+        assert CachedReference.load(tmp_path, "f", needed, num_pairs=4) is not None
+    finally:
+        shutdown()
+    err = capsys.readouterr().err
+    assert err.startswith(f"redi: warning: {path} ") and err.endswith("; it is rebuilt\n")
+    assert len(err.splitlines()) == 1

@@ -101,7 +101,8 @@ def make_reference(config, data: TrainData, env: Distributed, model, total_steps
         return None
     needed = data.items_used(total_steps) if config.reference == "cached" else None
     if config.reference == "cached":
-        cached = CachedReference.load(config.output_dir, data.fingerprint, needed)
+        cached = CachedReference.load(config.output_dir, data.fingerprint, needed,
+                                      data.num_examples)
         if cached is not None:  # no reference model needed
             return cached
     if lora.is_lora(model):

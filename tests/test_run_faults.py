@@ -298,3 +298,27 @@ def test_an_unreadable_reference_cache_is_rebuilt_with_a_warning(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith(f"redi: warning: {path} ") and err.endswith("; it is rebuilt\n")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("weight_decay=-1", "weight_decay must be >= 0, got -1.0"),
+    ("adam_beta1=1.5", "adam_beta1 must be in [0, 1), got 1.5"),
+    ("adam_beta2=-0.1", "adam_beta2 must be in [0, 1), got -0.1"),
+    ("adam_eps=-1", "adam_eps must be > 0, got -1.0"),
+])
+def test_optimizer_keys_are_checked_with_the_others(override, message):
+    from redi.train.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError) as err:
+        build_config(None, [*TINY_MODEL, override])
+    assert str(err.value) == message
+
+
+def test_a_recipe_with_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("loss: redi\nlr: [1e-6\nmax_steps: 2\n")
+    result = run_cli(["train", "--config", recipe, f"output_dir={tmp_path / 'run'}"])
+    line = _one_line_error(result)
+    assert line.startswith(f"redi train: recipe {recipe}:3:10: not valid YAML (")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -242,22 +242,28 @@ def test_dpo_reference_fingerprint_is_the_data_not_its_paths(tmp_path, sft_expor
     assert prints[0] == prints[1]
 
 
-def test_resume_on_a_changed_base_model_is_refused(data_dir, sft_export, tmp_path):
-    """LoRA keeps only the adapters in its checkpoints: resuming over another model at the
-    same path would put them on a base they were not trained with."""
+@pytest.mark.parametrize("run", [
+    ["lora_r=4", "lora_target_modules=[q_proj,v_proj]"], ["loss=dpo"]], ids=["lora", "dpo"])
+def test_resume_on_a_changed_base_model_is_refused(data_dir, sft_export, tmp_path, run):
+    """LoRA keeps only the adapters in its checkpoints, DPO rebuilds its reference: resuming
+    over another model at the same path would put the adapters on a base they were not
+    trained with, or change DPO's reference mid-run. Refused before a reference is built."""
     from safetensors.torch import load_file, save_file
 
     init, out = tmp_path / "init", tmp_path / "run"
     shutil.copytree(sft_export, init)
-    lora = ["lora_r=4", "lora_target_modules=[q_proj,v_proj]", "save_every=1", "keep_last=5"]
-    stage2(data_dir, init, out, "max_steps=2", *lora)
+    run = [*run, "max_steps=2", "save_every=1", "keep_last=5"]
+    stage2(data_dir, init, out, *run)
     shutil.rmtree(out / "checkpoints" / "step_00000002")  # as if killed after step 1
+    cache = out / "reference_logps.safetensors"
+    before = cache.read_bytes() if cache.exists() else None
     weights = load_file(init / "model.safetensors")
     save_file({k: v * 1.5 for k, v in weights.items()}, init / "model.safetensors",
               metadata={"format": "pt"})
-    line = _one_line_error(stage2(data_dir, init, out, "max_steps=2", *lora, check=False))
+    line = _one_line_error(stage2(data_dir, init, out, *run, check=False))
     assert f"{init} is not the model" in line and "step_00000001" in line
     assert not (out / "checkpoints" / "step_00000002").exists()
+    assert (cache.read_bytes() if cache.exists() else None) == before
 
 
 def test_max_prompt_length_zero_is_no_limit_and_negative_is_refused():

@@ -16,6 +16,7 @@ At the end: a last checkpoint and a Hugging Face export in ``output_dir/final``.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -126,6 +127,20 @@ def base_model(config, data: TrainData, model) -> str | None:
     return None
 
 
+def check_base_model(config, checkpoint: Path, base: str | None) -> None:
+    """CheckpointError if ``checkpoint`` recorded another starting model than ``base`` (a
+    checkpoint without the record, or an unreadable one, is left to ``load_checkpoint``)."""
+    try:
+        recorded = json.loads((checkpoint / "trainer.json").read_text()).get("base_model")
+    except (OSError, ValueError, AttributeError):
+        return
+    if None not in (base, recorded) and recorded != base:
+        raise CheckpointError(
+            f"{model_source(config) or 'model_config'} is not the model {checkpoint} was "
+            "trained from (its files changed since): restore it, or use another output_dir "
+            "or resume=never")
+
+
 def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -196,8 +211,10 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     total_steps = config.max_steps or math.ceil(config.epochs * data.steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
-    reference = make_reference(config, data, env, model, total_steps)
     base = base_model(config, data, model)
+    if resume_from is not None:
+        check_base_model(config, resume_from, base)  # before a reference is built on it
+    reference = make_reference(config, data, env, model, total_steps)
 
     step, tokens_seen = 0, 0
     if resume_from is not None:
@@ -205,11 +222,6 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
         if meta.get("loss") != config.loss:
             raise CheckpointError(f"{resume_from} was written by a {meta.get('loss')} run, "
                                   f"not {config.loss}: use another output_dir or resume=never")
-        if base is not None and meta.get("base_model", base) != base:
-            raise CheckpointError(
-                f"{model_source(config) or 'model_config'} is not the model {resume_from} "
-                "was trained from (its files changed since): restore it, or use another "
-                "output_dir or resume=never")
         scheduler.load_state_dict(meta["scheduler"])
         try:
             data.load_state_dict(sampler_state)

@@ -33,11 +33,17 @@ def check_beta(beta: float):
         raise ValueError(f"beta must be > 0, got {beta}")
 
 
+def check_count(name: str, value):
+    """A loss normalizer given by the caller (``num_pairs``, ``num_tokens``) must be > 0: a
+    negative one flips the loss's sign (gradient ascent), 0 makes it infinite."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
 def _num_pairs(chosen_logps: torch.Tensor, num_pairs: int | float | None) -> float:
     n = chosen_logps.shape[0] if num_pairs is None else num_pairs
-    if not n > 0:
-        raise ValueError(f"num_pairs must be > 0, got {n}")
-    return float(n)
+    return float(check_count("num_pairs", n))
 
 
 def _pair_metrics(chosen_logps, rejected_logps, chosen_lengths=None, rejected_lengths=None):
@@ -145,6 +151,7 @@ def sft_loss(logps, lengths, *, num_tokens=None):
     accumulated batch). A batch without completion tokens has loss 0 (as the fused loss).
     Metrics as ``FusedLinearSFTLoss``: ``nll`` (the loss) and ``tokens`` (completion tokens).
     """
-    total = lengths.sum().clamp(min=1) if num_tokens is None else num_tokens
+    total = (lengths.sum().clamp(min=1) if num_tokens is None
+             else check_count("num_tokens", num_tokens))
     loss = -logps.sum() / total
     return loss, {"nll": loss.detach(), "tokens": lengths.sum().detach()}

@@ -217,7 +217,7 @@ class FusedLinearSimPOLoss(FusedLinearPreferenceLoss):
 class FusedLinearSFTLoss(_LogitArgs, torch.nn.Module):
     """SFT: mean negative log-likelihood over non-ignored tokens, -sum_t logp_t / n_tokens.
 
-    Single pass. ``num_tokens`` overrides the denominator (the global count of an
+    Single pass. ``num_tokens`` (> 0) overrides the denominator (the global count of an
     accumulated or data-parallel batch). A batch with no completion token has loss 0 and
     zero gradients. Padded ``[B, T, H]`` and packed ``[N, H]`` batches are the same to it.
     """
@@ -232,7 +232,8 @@ class FusedLinearSFTLoss(_LogitArgs, torch.nn.Module):
                 num_tokens: float | torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, Metrics]:
         tokens = (labels != self.ignore_index).sum()
-        denominator = tokens.clamp(min=1) if num_tokens is None else num_tokens
+        denominator = (tokens.clamp(min=1) if num_tokens is None
+                       else LF.check_count("num_tokens", num_tokens))
         coef = torch.full(labels.shape, -1.0, device=labels.device) / denominator
         loss = weighted_logprob_sum(hidden, weight, labels, coef, bias=bias, **_op_args(self))
         return loss, {"nll": loss.detach(), "tokens": tokens}

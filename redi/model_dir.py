@@ -1,12 +1,21 @@
 """What a Hugging Face model directory must hold before it is loaded: ``config.json`` and
 its weights (``model.safetensors``, ``pytorch_model.bin``, or a sharded index with every
 shard it names). A missing piece is one line naming the directory and the file, where
-transformers would show a traceback."""
+transformers would show a traceback.
+
+``model_fingerprint`` names a model directory by its contents, so that what was computed
+from a model (DPO's cached reference, evaluation samples, a LoRA run's frozen base) is
+never reused for another model written to the same path.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+
+from redi.files import sha256_of
+from redi.train.export_dir import EXPORT_MARKER
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -37,3 +46,15 @@ def check_model_dir(path: str | Path) -> None:
             return
     raise ModelDirError(f"{path} holds no weights ({' or '.join(WEIGHT_FILES)}, or a "
                         "sharded index)")
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """sha256 over the names and contents of the model directory's files (weights, config,
+    tokenizer, generation settings): the same for a copy elsewhere, another for a model
+    retrained to the same path. Hidden files (caches, locks) and the export marker (it
+    names the checkpoint the export came from) are left out; a model directory is flat."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name != EXPORT_MARKER)
+    listing = "".join(f"{p.name}\0{sha256_of(p)}\n" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()

@@ -161,3 +161,41 @@ def test_output_dir_faults_are_one_line(tmp_path, capsys, monkeypatch):
     assert err.startswith(f"redi prepare: error: no space left on the device at "
                           f"{tmp_path / 'out'}") and len(err.splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def _pair(chosen, rejected):
+    return json.dumps({"prompt": [{"role": "user", "content": "What is 2 + 3?"}],
+                       "chosen": [{"role": "assistant", "content": chosen}],
+                       "rejected": [{"role": "assistant", "content": rejected}]})
+
+
+def test_identical_pairs_are_counted_dropped_and_an_all_identical_set_refused(tmp_path,
+                                                                               capsys):
+    """chosen == rejected teaches no preference (DPO's loss is a constant log 2)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join([_pair("5", "5"), _pair("5", "6"), _pair("4", "4")]) + "\n")
+    assert _prepare_cli(tmp_path, source) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["pairs"] == {"written": 1, "dropped": {"identical_completions": 2},
+                              "identical_completions": 2}
+    assert _prepare_cli(tmp_path, source, "--keep-identical-pairs") == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["pairs"] == {"written": 3, "dropped": {}, "identical_completions": 2}
+    source.write_text("\n".join([_pair("5", "5"), _pair("4", "4")]) + "\n")
+    capsys.readouterr()
+    for flags in ((), ("--keep-identical-pairs",)):
+        assert _prepare_cli(tmp_path, source, *flags) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]  # after --output's notice
+        assert line == (f"redi prepare: error: {source}: all 2 pairs have the same chosen and "
+                        "rejected completion: there is no preference to learn")
+
+
+def test_training_refuses_pairs_that_are_all_identical(tmp_path):
+    from redi.data.tokenized import load_pairs
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join([_pair("5", "5"), _pair("4", "4")]) + "\n")
+    with pytest.raises(DataError, match=f"^{pairs}: all 2 pairs have the same chosen and "):
+        load_pairs(pairs, Formatter(load_tokenizer()))
+    pairs.write_text("\n".join([_pair("5", "5"), _pair("4", "3")]) + "\n")
+    assert len(load_pairs(pairs, Formatter(load_tokenizer()))) == 2

@@ -64,7 +64,7 @@ def test_every_rule_on_a_hand_built_fixture(tmp_path, formatter):
     assert stats["sft"] == {"written": 5, "dropped": {"no_correct_trace": 1}}
     assert stats["pairs"] == {"written": 2, "dropped": {
         "no_correct_trace": 1, "no_incorrect_trace": 1, "prompt_too_long": 1,
-        "response_too_long": 1}}
+        "response_too_long": 1}, "identical_completions": 0}
     sft = {r["messages"][0]["content"]: r for r in read_jsonl(out / "sft.jsonl")}
     assert {p: r["messages"][1]["content"] for p, r in sft.items()} == {
         "p1": "t1b", "p5": "t5a", "long " * 40: "t7a", "p8": "t8a", "p9": "t9b"}

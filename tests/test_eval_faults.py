@@ -112,3 +112,58 @@ def test_output_dir_faults_are_one_line(tiny_model_dir, builtin_test_file, tmp_p
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith(f"redi eval: no space left on the device at {tmp_path / 'new'}")
     assert not any("Traceback" in line for line in err)
+
+
+def test_samples_follow_the_models_contents_not_its_path(tiny_model_dir, builtin_test_file,
+                                                         tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    model, out = tmp_path / "model", tmp_path / "out"
+    shutil.copytree(tiny_model_dir, model)
+    assert run_eval(model, builtin_test_file, out, samples=1) == 0
+    moved = tmp_path / "moved"  # the same model elsewhere: its samples are reused
+    shutil.copytree(model, moved)
+    assert run_eval(moved, builtin_test_file, out, samples=1) == 0
+    weights = load_file(model / "model.safetensors")  # retrained to the same path
+    save_file({k: v + 0.01 for k, v in weights.items()}, model / "model.safetensors",
+              metadata={"format": "pt"})
+    capsys.readouterr()
+    assert run_eval(model, builtin_test_file, out, samples=1) == 2
+    assert "other settings (model_sha256" in capsys.readouterr().err
+
+
+def test_samples_jsonl_records_are_checked_field_by_field(tiny_model_dir, builtin_test_file,
+                                                          tmp_path, capsys):
+    """A sample whose ``correct`` is not a boolean would be summed into pass@1 (a string
+    counts as correct), and a line that is not UTF-8 was a decoding message naming nothing."""
+    out = tmp_path / "out"
+    assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 0
+    samples = out / "samples.jsonl"
+    lines = samples.read_bytes().splitlines(keepends=True)
+    record = json.loads(lines[1])
+    damaged = [json.dumps({**record, "correct": "yes"}).encode() + b"\n",
+               lines[1].replace(b'"text": "', b'"text": "\xff')]
+    expected = [f"redi eval: {samples}: row 2: field 'correct': must be a boolean, got 'yes'",
+                f"redi eval: {samples}: row 2: not UTF-8 text"]
+    for line, message in zip(damaged, expected):
+        samples.write_bytes(lines[0] + line + b"".join(lines[2:]))
+        capsys.readouterr()
+        assert run_eval(tiny_model_dir, builtin_test_file, out, samples=1) == 2
+        err = capsys.readouterr().err  # after the line saying which prompt is used
+        assert err.splitlines()[-1].startswith(message) and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf"])
+def test_a_temperature_that_is_no_number_of_sampling_is_refused(tiny_model_dir,
+                                                                builtin_test_file, tmp_path,
+                                                                capsys, value):
+    from redi.cli import main as redi_main
+
+    code = redi_main(["eval", "--model", str(tiny_model_dir), "--data", str(builtin_test_file),
+                      "--output-dir", str(tmp_path / "out"), "--benchmark", "builtin",
+                      "--samples", "1", "--limit", "1", "--max-new-tokens", "4",
+                      "--temperature", value])
+    assert code == 2
+    assert capsys.readouterr().err == (f"redi eval: temperature must be a finite number >= 0 "
+                                       f"(0: greedy), got {float(value)}\n")
+    assert not (tmp_path / "out").exists()

@@ -196,6 +196,16 @@ def test_sft_num_tokens_overrides_denominator():
     torch.testing.assert_close(global_, local / 4)
 
 
+@pytest.mark.parametrize("num_tokens", [0, -1, float("nan"), torch.tensor(0.0)])
+def test_sft_num_tokens_must_be_positive_as_num_pairs(num_tokens):
+    """-1 would flip the loss's sign (gradient ascent), 0 make it infinite."""
+    hidden, weight, _, labels = preference_batch()
+    with pytest.raises(ValueError, match="^num_tokens must be > 0, got "):
+        redi.FusedLinearSFTLoss()(weight, hidden, labels, num_tokens=num_tokens)
+    with pytest.raises(ValueError, match="^num_tokens must be > 0, got "):
+        functional.sft_loss(torch.zeros(2), torch.ones(2), num_tokens=num_tokens)
+
+
 def test_redi_alpha_zero_is_sft_on_chosen_half():
     """With equal chosen lengths, mean over pairs of lp/|y| = token-mean NLL."""
     hidden, weight, _, labels = preference_batch(seed=3)

@@ -364,3 +364,138 @@ def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_tmp(finished_run
     assert err.strip().splitlines()[-1] == f"redi export: no space left on the device at " \
                                             f"{out} (model not exported; free space and rerun)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dpo_reference_cache_follows_the_models_contents(data_dir, sft_export, tmp_path):
+    """init_from retrained to the same path: the cached reference of the old model is not
+    served (with reference = policy, DPO's first loss is log 2)."""
+    import math
+
+    from safetensors.torch import load_file, save_file
+
+    init = tmp_path / "init"
+    shutil.copytree(sft_export, init)
+    stage2(data_dir, init, tmp_path / "old", "loss=dpo", "beta=1.0", "max_steps=1")
+    weights = load_file(init / "model.safetensors")
+    save_file({k: v * 1.5 for k, v in weights.items()}, init / "model.safetensors",
+              metadata={"format": "pt"})
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(tmp_path / "old" / "reference_logps.safetensors", new)
+    stage2(data_dir, init, new, "loss=dpo", "beta=1.0", "max_steps=1")
+    assert json.loads((new / "metrics.jsonl").read_text())["loss"] == pytest.approx(
+        math.log(2), abs=1e-5)
+
+
+def test_dpo_reference_fingerprint_is_the_data_not_its_paths(tmp_path, sft_export):
+    """The same built-in data prepared in two directories (its pairs.jsonl names the path of
+    its raw.jsonl) gets one fingerprint, so the reference cache is shared."""
+    from redi.data.formatting import Formatter
+    from redi.data.prepare import PrepareOptions, prepare_builtin_task
+    from redi.data.tokenizer import load_tokenizer
+    from redi.train.config import build_config
+    from redi.train.distributed import init_distributed, shutdown
+    from redi.train.loader import TrainData
+
+    env = init_distributed()
+    try:
+        prints = []
+        for name in ("a", "b"):
+            directory = tmp_path / name
+            prepare_builtin_task(directory, Formatter(load_tokenizer()), num_problems=40,
+                                 num_test=5, options=PrepareOptions(progress=False))
+            config = build_config(None, [f"data={directory}", f"init_from={sft_export}",
+                                         "loss=dpo", f"output_dir={tmp_path / 'run'}",
+                                         *COMMON])
+            prints.append(TrainData(config, env).fingerprint)
+    finally:
+        shutdown()
+    assert prints[0] == prints[1]
+
+
+@pytest.mark.parametrize("run", [
+    ["lora_r=4", "lora_target_modules=[q_proj,v_proj]"], ["loss=dpo"]], ids=["lora", "dpo"])
+def test_resume_on_a_changed_base_model_is_refused(data_dir, sft_export, tmp_path, run):
+    """LoRA keeps only the adapters in its checkpoints, DPO rebuilds its reference: resuming
+    over another model at the same path would put the adapters on a base they were not
+    trained with, or change DPO's reference mid-run. Refused before a reference is built."""
+    from safetensors.torch import load_file, save_file
+
+    init, out = tmp_path / "init", tmp_path / "run"
+    shutil.copytree(sft_export, init)
+    run = [*run, "max_steps=2", "save_every=1", "keep_last=5"]
+    stage2(data_dir, init, out, *run)
+    shutil.rmtree(out / "checkpoints" / "step_00000002")  # as if killed after step 1
+    cache = out / "reference_logps.safetensors"
+    before = cache.read_bytes() if cache.exists() else None
+    weights = load_file(init / "model.safetensors")
+    save_file({k: v * 1.5 for k, v in weights.items()}, init / "model.safetensors",
+              metadata={"format": "pt"})
+    line = _one_line_error(stage2(data_dir, init, out, *run, check=False))
+    assert f"{init} is not the model" in line and "step_00000001" in line
+    assert not (out / "checkpoints" / "step_00000002").exists()
+    assert (cache.read_bytes() if cache.exists() else None) == before
+
+
+def test_max_prompt_length_zero_is_no_limit_and_negative_is_refused():
+    """0 means no limit, as for `redi prepare --max-prompt-length` (it cut every prompt
+    away); a negative length is an error."""
+    from redi.data.tokenizer import load_tokenizer
+    from redi.train.config import ConfigError, build_config
+    from redi.train.loader import make_formatter
+
+    config = build_config(None, [*TINY_MODEL, "max_prompt_length=0"])
+    assert make_formatter(config, load_tokenizer()).max_prompt_length is None
+    with pytest.raises(ConfigError, match=r"^max_prompt_length must be >= 0 \(0: no limit\), "
+                                          "got -5$"):
+        build_config(None, [*TINY_MODEL, "max_prompt_length=-5"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "short", "keyless"])
+def test_an_unreadable_reference_cache_is_rebuilt_with_a_warning(tmp_path, capsys, damage):
+    import torch
+    from safetensors.torch import save_file
+
+    from redi.train.distributed import init_distributed, shutdown
+    from redi.train.reference import CACHE_FILE, CachedReference
+
+    path, needed = tmp_path / CACHE_FILE, torch.tensor([0, 3])
+    tables = {"truncated": {"logps": torch.zeros(4, 2)}, "short": {"logps": torch.zeros(2, 2)},
+              "keyless": {"other": torch.zeros(4, 2)}}
+    save_file(tables[damage], path, metadata={"fingerprint": "f"})
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-8])
+    init_distributed()
+    try:
+        assert CachedReference.load(tmp_path, "f", needed, num_pairs=4) is None
+        save_file({"logps": torch.zeros(4, 2)}, path, metadata={"fingerprint": "f"})
+        assert CachedReference.load(tmp_path, "f", needed, num_pairs=4) is not None
+    finally:
+        shutdown()
+    err = capsys.readouterr().err
+    assert err.startswith(f"redi: warning: {path} ") and err.endswith("; it is rebuilt\n")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("weight_decay=-1", "weight_decay must be >= 0, got -1.0"),
+    ("adam_beta1=1.5", "adam_beta1 must be in [0, 1), got 1.5"),
+    ("adam_beta2=-0.1", "adam_beta2 must be in [0, 1), got -0.1"),
+    ("adam_eps=-1", "adam_eps must be > 0, got -1.0"),
+])
+def test_optimizer_keys_are_checked_with_the_others(override, message):
+    from redi.train.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError) as err:
+        build_config(None, [*TINY_MODEL, override])
+    assert str(err.value) == message
+
+
+def test_a_recipe_with_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("loss: redi\nlr: [1e-6\nmax_steps: 2\n")
+    result = run_cli(["train", "--config", recipe, f"output_dir={tmp_path / 'run'}"])
+    line = _one_line_error(result)
+    assert line.startswith(f"redi train: recipe {recipe}:3:10: not valid YAML (")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -283,3 +283,34 @@ def test_peft_dpo_reference_is_the_base_model_with_adapters_off(tmp_path, tokeni
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "lora" not in n}
     trainer.train()  # one step: only the adapters move
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+
+@pytest.mark.parametrize("columns,message", [
+    ({"ref_chosen_logps": [-3.0, float("nan"), -2.0, -1.0]},
+     "train dataset has a 'ref_chosen_logps' column but no 'ref_rejected_logps'"),
+    ({"ref_chosen_logps": [-3.0, float("nan"), -2.0, -1.0], "ref_rejected_logps": [-4.0] * 4},
+     "train dataset row 1: ref_chosen_logps is nan; reference log-probs must be finite"),
+    ({"ref_chosen_logps": [-3.0] * 4, "ref_rejected_logps": [-4.0, -4.0, float("-inf"), -1.0]},
+     "train dataset row 2: ref_rejected_logps is -inf; reference log-probs must be finite"),
+])
+def test_supplied_reference_columns_must_be_both_there_and_finite(tmp_path, tokenizer,
+                                                                  columns, message):
+    dataset = worker.builtin_pairs(4)
+    for name, values in columns.items():
+        dataset = dataset.add_column(name, values)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        REDITrainer(worker.tiny_model(len(tokenizer)),
+                    args=worker.trainer_args(str(tmp_path), loss_type="sigmoid"),
+                    train_dataset=dataset, processing_class=tokenizer)
+
+
+def test_a_non_finite_loss_stops_training_before_the_optimizer_step(tmp_path, tokenizer):
+    trainer = make_trainer(tmp_path, tokenizer, max_steps=2)
+    with torch.no_grad():
+        trainer.model.lm_head.weight[5, 0] = float("nan")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    with pytest.raises(FloatingPointError, match=r"^step 1: loss nan; stopped before the "
+                                                 "optimizer step"):
+        trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.allclose(after[n], p, equal_nan=True) for n, p in before.items())

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                type=_limit, default=openr1.MAX_RESPONSE_TOKENS,
                help="drop pairs with a longer response, in tokens (0: no limit; "
                     "default 19000)")
+    parser.add_argument("--keep-identical-pairs", action="store_true",
+                        help="keep pairs whose chosen and rejected completions are the same "
+                             "(dropped by default, counted in stats.json either way)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     task = parser.add_argument_group("built-in task (with --builtin)")
     task.add_argument("--task", choices=builtin_task.TASKS, default=builtin_task.DEFAULT_TASK,
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             input_format=args.format, skip_invalid=args.skip_invalid, shuffle_seed=args.seed,
             dropped_sources=tuple(args.drop_source or openr1.DROPPED_SOURCES),
             max_prompt_tokens=args.max_prompt_length,
-            max_response_tokens=args.max_response_length, progress=not args.no_progress)
+            max_response_tokens=args.max_response_length, progress=not args.no_progress,
+            drop_identical_pairs=not args.keep_identical_pairs)
         if args.builtin:
             stats = prepare_builtin_task(
                 args.output_dir, formatter, args.num_problems, args.num_test, args.task_seed,

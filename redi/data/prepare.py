@@ -16,7 +16,9 @@ so a second prepare on it is refused:
   ``generation`` (index of the trace) and ``answer`` when the input has them;
 * ``pairs.jsonl`` (OpenR1 and preference inputs): ``prompt``, ``chosen``, ``rejected``
   message lists, plus ``source``, ``uuid``, ``row``, ``chosen_generation``,
-  ``rejected_generation`` (and ``answer``);
+  ``rejected_generation`` (and ``answer``). A pair whose chosen and rejected completions
+  are the same teaches no preference: it is counted (``identical_completions``) and dropped
+  unless ``drop_identical_pairs`` is off; a set where every pair is such is an error;
 * ``stats.json``: rows read / invalid (per reason) / filtered (per rule, including
   ``duplicate_problem``: an OpenR1 problem seen before; the first is kept) / kept, SFT rows
   and pairs written and dropped per reason, files of an input directory skipped for their
@@ -56,7 +58,14 @@ from redi.data.errors import DataError, InvalidRows
 from redi.data.formatting import Encoded, Formatter
 from redi.data.io import Row, count_rows, read_rows, skipped_files
 from redi.data.tokenizer import check_round_trip, string_values
-from redi.data.validation import FORMATS, detect_format, messages_row, openr1_row, preference_row
+from redi.data.validation import (
+    FORMATS,
+    check_some_preference,
+    detect_format,
+    messages_row,
+    openr1_row,
+    preference_row,
+)
 from redi.files import full_disk_reported
 from redi.train.run_lock import RunLock
 
@@ -78,6 +87,7 @@ class PrepareOptions:
     progress: bool = True
     chunk_size: int = 1024
     drop_duplicate_problems: bool = True  # OpenR1 rows: keep the first row of a problem
+    drop_identical_pairs: bool = True  # a pair whose chosen and rejected are the same
 
 
 class _Spool:
@@ -156,6 +166,7 @@ class _Preparer:
         self.filtered: Counter[str] = Counter()
         self.response_extra = response_count_extra(formatter)
         self.dropped = {"sft": Counter(), "pairs": Counter()}
+        self.pairs_seen, self.identical_pairs = 0, 0
         self.lengths = {"sft": {"prompt": [], "response": [], "total": []},
                         "pairs": {"prompt": [], "chosen": [], "rejected": []}}
 
@@ -203,6 +214,12 @@ class _Preparer:
             self.lengths["sft"][name].append(n)
 
     def add_pair(self, key: int, record: dict, chosen: Encoded, rejected: Encoded) -> None:
+        self.pairs_seen += 1
+        if record["chosen"] == record["rejected"]:
+            self.identical_pairs += 1
+            if self.options.drop_identical_pairs:
+                self.dropped["pairs"]["identical_completions"] += 1
+                return
         counts = (chosen.prompt_length, chosen.completion_length + self.response_extra,
                   rejected.completion_length + self.response_extra)
         reason = openr1.pair_length_reason(*counts, self.options.max_prompt_tokens,
@@ -283,6 +300,8 @@ class _Preparer:
         for name in outputs:
             stats[name] = {"written": len(self.spools[name].spans),
                            "dropped": dict(self.dropped[name])}
+        if "pairs" in outputs:
+            stats["pairs"]["identical_completions"] = self.identical_pairs
         stats["token_lengths"] = {name: {k: _percentiles(v) for k, v in self.lengths[name].items()}
                                   for name in outputs}
         return stats | {"seconds": round(time.perf_counter() - started, 3)}
@@ -386,6 +405,7 @@ def _prepare_into(staging: Path, input_path: str | Path, output_dir: Path,
     if preparer.read == sum(preparer.invalid.counts.values()):
         skipped = f" ({preparer.read} invalid rows skipped)" if preparer.read else ""
         raise DataError(str(input_path), None, None, "empty_input", f"no valid rows{skipped}")
+    check_some_preference(str(input_path), preparer.identical_pairs, preparer.pairs_seen)
     preparer.write(staging)
     stats = preparer.stats(input_path, started)
     (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")

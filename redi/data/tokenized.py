@@ -13,6 +13,7 @@ the formatter says.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.io import read_rows
-from redi.data.validation import messages_row, preference_row
+from redi.data.validation import check_some_preference, messages_row, preference_row
 
 CHUNK = 2048
 
@@ -77,5 +78,34 @@ def load_sft(path: str | Path, formatter: Formatter):
 
 
 def load_pairs(path: str | Path, formatter: Formatter):
-    """``pairs.jsonl`` (or any file of TRL preference rows), tokenized."""
-    return tokenize_pairs(_records(path, preference_row), formatter)
+    """``pairs.jsonl`` (or any file of TRL preference rows), tokenized; a set whose pairs
+    all have the same chosen and rejected completion is refused."""
+    counts = {"pairs": 0, "identical": 0}
+
+    def counted():
+        for prompt, chosen, rejected in _records(path, preference_row):
+            counts["pairs"] += 1
+            counts["identical"] += chosen == rejected
+            yield prompt, chosen, rejected
+
+    dataset = tokenize_pairs(counted(), formatter)
+    check_some_preference(str(path), counts["identical"], counts["pairs"])
+    return dataset
+
+
+def content_digest(dataset) -> str:
+    """sha256 of a tokenized set's token columns, row by row: what a model computes on. A
+    prepared file's provenance fields (source paths, row numbers) do not enter, so the same
+    data prepared in another directory gets the same digest."""
+    import pyarrow.compute as pc
+
+    digest, table = hashlib.sha256(), dataset.with_format("arrow")
+    for name in dataset.column_names:
+        if name in ("length", "index"):  # derived from the token columns
+            continue
+        lengths, values = hashlib.sha256(), hashlib.sha256()
+        for chunk in table[name].chunks:
+            lengths.update(pc.list_value_length(chunk).to_numpy().tobytes())
+            values.update(chunk.flatten().to_numpy().tobytes())
+        digest.update(f"{name}:{lengths.hexdigest()}:{values.hexdigest()}\n".encode())
+    return digest.hexdigest()

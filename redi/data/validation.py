@@ -177,3 +177,12 @@ def preference_row(row: Row) -> tuple[list[dict], list[dict], list[dict]]:
         raise _error(row, f"prompt[{len(parts[0]) - 1}].role", "wrong_role",
                      "the prompt must not end with an assistant message")
     return tuple(parts)
+
+
+def check_some_preference(file: str, identical: int, pairs: int) -> None:
+    """A pair set in which every pair has the same chosen and rejected completion teaches no
+    preference (DPO's loss is a constant log 2): an error naming the file."""
+    if pairs and identical == pairs:
+        raise DataError(file, None, None, "identical_pairs",
+                        f"all {pairs} pairs have the same chosen and rejected completion: "
+                        "there is no preference to learn")

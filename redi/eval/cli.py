@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", choices=BENCHMARKS, default="auto",
                    help="schema of --data (auto: from the file name)")
     p.add_argument("--samples", type=int, default=16, help="samples per problem (k)")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--temperature", type=float, default=0.6,
+                   help="sampling temperature, >= 0 (0: greedy decoding)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, in (0, 1]")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                    help="lowered to fit the model's context (with a message)")
     p.add_argument("--seed", type=int, default=0)
@@ -72,6 +73,8 @@ def main(argv: list[str]) -> int:
 
 def _options(args):
     """EvalOptions from the flags, with the defaults of ``redi.eval.defaults`` filled in."""
+    from dataclasses import replace
+
     from redi.data.formatting import Formatter
     from redi.data.tokenizer import check_round_trip, load_tokenizer
     from redi.model_dir import check_model_dir
@@ -81,6 +84,8 @@ def _options(args):
     from .generation import SamplingSettings
     from .runner import EvalOptions
 
+    # the sampling flags first: a bad value is refused before any work
+    sampling = SamplingSettings(args.temperature, args.top_p, args.max_new_tokens, args.seed)
     benchmark = (args.benchmark if args.benchmark != "auto"
                  else detect_benchmark(args.data) or "generic")
     problems = load_benchmark(args.data, args.benchmark)[: args.limit]
@@ -106,4 +111,4 @@ def _options(args):
         samples=args.samples, backend=args.backend, prompt_style=style, think=think,
         batch_size=args.batch_size, limit=args.limit,
         grader=args.grader or default_grader(benchmark),
-        sampling=SamplingSettings(args.temperature, args.top_p, max_new_tokens, args.seed))
+        sampling=replace(sampling, max_new_tokens=max_new_tokens))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,10 +20,21 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 @dataclass(frozen=True)
 class SamplingSettings:
+    """How completions are drawn; ``temperature`` 0 is greedy decoding. A NaN, infinite or
+    negative temperature (which sampled greedily, unsaid) or a ``top_p`` outside (0, 1] is
+    a ValueError."""
+
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 32768
     seed: int = 0
+
+    def __post_init__(self):
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got "
+                             f"{self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def sample_seed(seed: int, problem_id: str, sample: int) -> int:

@@ -19,8 +19,14 @@ from pathlib import Path
 from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.tokenizer import check_round_trip, load_tokenizer
-from redi.files import atomic_write_text, full_disk_reported, make_output_dir, sha256_of
-from redi.model_dir import check_model_dir
+from redi.files import (
+    atomic_path,
+    atomic_write_text,
+    full_disk_reported,
+    make_output_dir,
+    sha256_of,
+)
+from redi.model_dir import check_model_dir, model_fingerprint
 
 from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
@@ -42,34 +48,64 @@ class EvalOptions:
     # task, else rllm (redi.eval.defaults.default_grader)
 
 
+# The fields of a sample record that a rerun reads, and their JSON types.
+SAMPLE_FIELDS = {"id": (str,), "sample": (int,), "text": (str,), "answer": (str, type(None)),
+                 "correct": (bool,)}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", type(None): "null"}
+
+
+def _check_sample(path: Path, number: int, record) -> None:
+    """One line of ``samples.jsonl`` must be a sample record of redi eval: a wrong type
+    (``"correct": "yes"`` would count as a correct sample) is an error naming the field."""
+    if not isinstance(record, dict):
+        raise DataError(str(path), number, None, "bad_sample",
+                        "not a sample record of redi eval (not a JSON object)")
+    for key, types in SAMPLE_FIELDS.items():
+        if key not in record:
+            raise DataError(str(path), number, key, "bad_sample", "missing")
+        value = record[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise DataError(str(path), number, key, "bad_sample",
+                            f"must be {expected}, got {value!r}")
+
+
 def read_samples(path: Path) -> dict[tuple[str, int], dict]:
     """Finished samples of an earlier run, by (problem id, sample index). A last line cut
     short by a kill (no final newline) is dropped from the file, so appending continues
-    cleanly; any other undecodable line is an error naming the file and line."""
+    cleanly; any other bad line (not UTF-8, not JSON, not a sample record) is an error
+    naming the file and line."""
     if not path.is_file():
         return {}
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        atomic_write_text(path, text)  # a second kill here must not lose the whole file
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        with atomic_path(path) as tmp:  # a second kill here must not lose the whole file
+            tmp.write_bytes(data)
     done = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            text = line.decode()
+        except UnicodeDecodeError as err:
+            raise DataError(str(path), number, None, "bad_sample",
+                            f"not UTF-8 text ({err})") from None
+        if not text.strip():
             continue
         try:
-            record = json.loads(line)
-            done[(record["id"], record["sample"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
             raise DataError(str(path), number, None, "bad_sample",
-                            f"not a sample record of redi eval ({err})") from err
+                            f"not a sample record of redi eval ({err})") from None
+        _check_sample(path, number, record)
+        done[(record["id"], record["sample"])] = record
     return done
 
 
 def check_same_settings(path: Path, settings: dict, have_samples: bool) -> None:
-    """Samples already in OUT must come from the same model, data file, prompt and sampling
-    settings: the settings of the run that drew them are kept in ``path`` and compared on
-    every rerun. Settings without samples (a run that failed before its first sample)
-    bind nothing and are replaced."""
+    """Samples already in OUT must come from the same model (by its files' contents, not
+    its path), data file, prompt and sampling settings: the settings of the run that drew
+    them are kept in ``path`` and compared on every rerun. Settings without samples (a run
+    that failed before its first sample) bind nothing and are replaced."""
     if path.is_file() and have_samples:
         stored = json.loads(path.read_text())
         changed = sorted(k for k in settings if stored.get(k) != settings[k])
@@ -132,15 +168,15 @@ def _evaluate(model_dir: str, data_path: str, out: Path, benchmark: str,
               problems: list[Problem], options: EvalOptions, progress: bool) -> dict:
     samples_path = out / "samples.jsonl"
     done = read_samples(samples_path)
+    check_model_dir(model_dir)
     check_same_settings(out / "settings.json", {
-        "model": str(model_dir), "data_sha256": sha256_of(data_path),
+        "model_sha256": model_fingerprint(model_dir), "data_sha256": sha256_of(data_path),
         "prompt_style": options.prompt_style, "think": options.think,
         "sampling": asdict(options.sampling)}, have_samples=bool(done))
     todo = [(p, j) for p in problems for j in range(options.samples) if (p.id, j) not in done]
     if todo:
         tokenizer = load_tokenizer(model_dir)
         check_round_trip(tokenizer, [p.problem for p in problems])
-        check_model_dir(model_dir)
         formatter = Formatter(tokenizer, prompt_style=options.prompt_style)
         generator = make_generator(options.backend, model_dir, options.batch_size)
         from tqdm import tqdm

@@ -14,18 +14,22 @@ final hidden states and the LM head weight, so no ``[tokens x vocab]`` logits ar
 ``loss_type``: ``"redi"`` (reference-free; ``alpha``, ``chosen_coef``, ``neg_reweight_gamma``),
 ``"sigmoid"`` (DPO against a frozen reference: ``ref_model`` if given, the base model with
 the adapters disabled for a PEFT model, else a frozen copy of ``model`` taken before
-training; a dataset with ``ref_chosen_logps``/``ref_rejected_logps`` columns uses those, and
+training; a dataset with ``ref_chosen_logps``/``ref_rejected_logps`` columns uses those (both
+columns, every value finite), and
 ``precompute_ref_log_probs=True`` computes those columns once before training, for the train
 and eval datasets, and then holds no reference model) or ``"simpo"`` (``beta``,
 ``simpo_gamma``, reference-free). A plain ``DPOConfig`` works too
 and means DPO. Hidden states and head weight come from the wrapped model's own forward
-(``redi.hf_head``), so DDP and FSDP reduce the head's gradient like any other.
+(``redi.hf_head``), so DDP and FSDP reduce the head's gradient like any other. A
+non-finite training loss stops the run before the optimizer step (``FloatingPointError``),
+as ``redi train`` does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -105,6 +109,24 @@ def check_preference_rows(dataset, name: str = "train"):
                 raise ValueError(f"{name} dataset row {i}: empty {key!r} completion")
 
 
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def check_reference_columns(dataset, name: str = "train"):
+    """Supplied reference log-probs: both columns or neither, and every value finite (a
+    NaN would make the loss NaN and, logged as 0, the weights NaN). One-line ValueError
+    naming the first bad row."""
+    present = [c for c in REFERENCE_COLUMNS if c in dataset.column_names]
+    if len(present) == 1:
+        missing = next(c for c in REFERENCE_COLUMNS if c not in present)
+        raise ValueError(f"{name} dataset has a {present[0]!r} column but no {missing!r}")
+    for key in present:
+        for i, value in enumerate(dataset[key]):
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name} dataset row {i}: {key} is {value!r}; reference "
+                                 "log-probs must be finite")
+
+
 def _check_tokenized(dataset, name: str):
     for i, row in enumerate(dataset):
         for key in ("chosen_ids", "rejected_ids"):
@@ -161,6 +183,7 @@ class REDITrainer(DPOTrainer):
             datasets["eval"] = eval_dataset
         for name, dataset in datasets.items():
             check_preference_rows(dataset, name)
+            check_reference_columns(dataset, name)
             datasets[name] = self._prepare_dataset(dataset, processing_class, args, name)
             _check_tokenized(datasets[name], name)
         train_dataset = datasets.pop("train")
@@ -256,8 +279,19 @@ class REDITrainer(DPOTrainer):
         # a Gemma-style final_logit_softcapping of the model goes into the loss
         loss_fn = with_model_softcap(self.loss_fn, logit_softcap(model))
         loss, metrics = loss_fn(weight, hidden, labels, bias, **extra)
+        if model.training:
+            self._stop_if_not_finite(loss)
         self._record(metrics)
         return (loss, metrics) if return_outputs else loss
+
+    def _stop_if_not_finite(self, loss):
+        """As ``redi train`` does: a non-finite loss on any process stops training before
+        the optimizer step (the Trainer would log it as 0 and step into NaN weights)."""
+        losses = self.accelerator.gather(loss.detach().reshape(1))
+        bad = losses[~torch.isfinite(losses)]
+        if len(bad):
+            raise FloatingPointError(f"step {self.state.global_step + 1}: loss "
+                                     f"{bad[0].item()}; stopped before the optimizer step")
 
     def _record(self, metrics: dict):
         """Per-pair metrics, gathered over processes, averaged by ``DPOTrainer.log``."""

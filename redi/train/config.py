@@ -57,7 +57,7 @@ class TrainConfig:
     # prompt + response tokens. SFT cuts a longer sequence's end (the prompt stays whole);
     # Stage 2 cuts the prompt to max_prompt_length, then the whole sequence keeping its end
     max_length: int = 19800
-    max_prompt_length: int = 800  # Stage 2 only
+    max_prompt_length: int = 800  # Stage 2 only; 0 = no limit (as `redi prepare`'s)
     grad_clip: float = 1.0
 
     # Loss hyperparameters (Stage 2).
@@ -161,13 +161,27 @@ def _unknown(key):
     return ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(_USER_KEYS)}")
 
 
+def load_yaml(text: str, where: str):
+    """``yaml.safe_load`` of ``text``; a syntax error is one ConfigError line with its
+    position, ``where:line:column`` (1-based), not PyYAML's multi-line report."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        position = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        what = ", ".join(str(x) for x in (err.problem, err.context) if x)
+        raise ConfigError(f"{where}{position}: not valid YAML ({what})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """``key=value`` with a YAML value: ``lr=1e-6``, ``max_steps=null``,
     ``model_config.hidden_size=64``."""
     if "=" not in text:
         raise ConfigError(f"overrides are key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip(), load_yaml(raw, f"override {text!r}") if raw.strip() else ""
 
 
 def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[str] = (),
@@ -178,7 +192,11 @@ def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[st
         path = Path(recipe)
         if not path.is_file():
             raise ConfigError(f"recipe {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"recipe {path} is not UTF-8 text ({err})") from None
+        loaded = load_yaml(text, f"recipe {path}") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"recipe {path} must be a mapping of keys to values")
         loaded.pop(RUN_ID, None)  # a run's config.yaml as a recipe: its settings, not its id
@@ -221,13 +239,19 @@ def _check_consistency(c: TrainConfig):
     for key in ("global_batch_size", "micro_batch_size", "max_length", "log_every"):
         if getattr(c, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(c, key)}")
+    if c.max_prompt_length < 0:
+        raise ConfigError(f"max_prompt_length must be >= 0 (0: no limit), got "
+                          f"{c.max_prompt_length}")
     if c.max_steps is not None and c.max_steps < 1:
         raise ConfigError(f"max_steps must be >= 1 or null, got {c.max_steps}")
-    if not 0 <= c.warmup_ratio < 1:
-        raise ConfigError(f"warmup_ratio must be in [0, 1), got {c.warmup_ratio}")
-    for key in ("lr", "epochs", "grad_clip"):
+    for key in ("warmup_ratio", "adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(c, key) < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {getattr(c, key)}")
+    for key in ("lr", "epochs", "grad_clip", "adam_eps"):
         if not getattr(c, key) > 0:
             raise ConfigError(f"{key} must be > 0, got {getattr(c, key)}")
+    if c.weight_decay < 0:
+        raise ConfigError(f"weight_decay must be >= 0, got {c.weight_decay}")
     for key in ("save_every", "keep_last"):
         if getattr(c, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(c, key)}")

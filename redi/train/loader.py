@@ -25,13 +25,12 @@ from redi.data.formatting import IGNORE_INDEX, THINK_PREFIX, Formatter
 from redi.data.io import read_rows
 from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
-from redi.data.tokenized import load_pairs, load_sft
+from redi.data.tokenized import content_digest, load_pairs, load_sft
 from redi.data.tokenizer import check_round_trip, load_tokenizer, string_values
-from redi.files import sha256_of
 from redi.segments import PAIR_LAYOUT_KEYS
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
-from redi.train.model_spec import check_positions, check_vocabulary, hf_config
+from redi.train.model_spec import check_positions, check_vocabulary, hf_config, model_identity
 from redi.train.modeling import flash_attn_available
 
 
@@ -53,7 +52,7 @@ def make_formatter(config: TrainConfig, tokenizer) -> Formatter:
     if config.loss == "sft":
         return Formatter(tokenizer, max_length=config.max_length, truncation="keep_start")
     return Formatter(tokenizer, max_length=config.max_length,
-                     max_prompt_length=config.max_prompt_length)
+                     max_prompt_length=config.max_prompt_length or None)
 
 
 def prepared_file(config: TrainConfig, run_dir: str | Path) -> Path:
@@ -110,10 +109,12 @@ class TrainData:
         check_positions(model_config, formatter.longest)
         if formatter.cut_sequences and env.is_main:
             total = len(self.dataset) * (1 if self.kind == "sft" else 2)
+            prompt = (f"with a prompt over max_prompt_length={config.max_prompt_length} or "
+                      if config.max_prompt_length else "")
             what = (f"longer than max_length={config.max_length}: their ends were cut, the "
                     "prompts kept whole" if self.kind == "sft" else
-                    f"with a prompt over max_prompt_length={config.max_prompt_length} or "
-                    f"longer than max_length={config.max_length}: cut keeping their ends")
+                    f"{prompt}longer than max_length={config.max_length}: cut keeping their "
+                    "ends")
             lost = (f" ({formatter.untrained} of them kept no trained token)"
                     if formatter.untrained else "")
             print(f"redi: {formatter.cut_sequences} of {total} {self.kind} sequences were "
@@ -146,12 +147,17 @@ class TrainData:
         dist.barrier()
 
     @functools.cached_property
+    def model_identity(self) -> str:
+        """The starting model's ``model_identity`` (its files read once, on first use)."""
+        return model_identity(self.config)
+
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """What the DPO reference cache depends on: the data file's contents, tokenization
-        and the reference model (read once, on first use)."""
-        c = self.config
-        return ":".join(map(str, (sha256_of(self.path), c.max_length, c.max_prompt_length,
-                                  tokenizer_source(c), c.init_from or c.model, c.dtype)))
+        """What the DPO reference cache depends on, by content, never by path: the
+        tokenized pairs (tokenizer and length limits included), the reference model and
+        the dtype (computed once, on first use)."""
+        return ":".join((content_digest(self.dataset), self.model_identity,
+                         self.config.dtype))
 
     @property
     def num_examples(self) -> int:

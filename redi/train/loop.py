@@ -19,6 +19,7 @@ A run starts only in an output directory that is its own, new or empty (unless
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -42,6 +43,7 @@ from redi.train.checkpoint import (
 from redi.train.config import ConfigError, TrainConfig, fit_micro_batch, to_yaml
 from redi.train.distributed import Distributed, all_true, finish, init_distributed, shutdown
 from redi.train.loader import TrainData
+from redi.train.model_spec import model_source
 from redi.train.modeling import build_model, compute_dtype, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_config import changed_training_keys
@@ -106,7 +108,8 @@ def make_reference(config, data: TrainData, env: Distributed, model, total_steps
         return None
     needed = data.items_used(total_steps) if config.reference == "cached" else None
     if config.reference == "cached":
-        cached = CachedReference.load(config.output_dir, data.fingerprint, needed)
+        cached = CachedReference.load(config.output_dir, data.fingerprint, needed,
+                                      data.num_examples)
         if cached is not None:  # no reference model needed
             return cached
     if lora.is_lora(model):
@@ -119,6 +122,29 @@ def make_reference(config, data: TrainData, env: Distributed, model, total_steps
     return CachedReference.build(config.output_dir, data.fingerprint, data.num_examples,
                                  online, data.reference_batches(needed), needed, env.device,
                                  env.is_main, config.progress)
+
+
+def base_model(config, data: TrainData, model) -> str | None:
+    """The starting model's identity where a resume builds on it again (None elsewhere):
+    LoRA's frozen base under the saved adapters, DPO's reference. A checkpoint records it,
+    and a resume over another model at the same path is refused."""
+    if lora.is_lora(model) or config.loss == "dpo":
+        return data.model_identity
+    return None
+
+
+def check_base_model(config, checkpoint: Path, base: str | None) -> None:
+    """CheckpointError if ``checkpoint`` recorded another starting model than ``base`` (a
+    checkpoint without the record, or an unreadable one, is left to ``load_checkpoint``)."""
+    try:
+        recorded = json.loads((checkpoint / "trainer.json").read_text()).get("base_model")
+    except (OSError, ValueError, AttributeError):
+        return
+    if None not in (base, recorded) and recorded != base:
+        raise CheckpointError(
+            f"{model_source(config) or 'model_config'} is not the model {checkpoint} was "
+            "trained from (its files changed since): restore it, or use another output_dir "
+            "or resume=never")
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -199,6 +225,9 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     total_steps = config.max_steps or math.ceil(config.epochs * data.steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio))
+    base = base_model(config, data, model)
+    if resume_from is not None:
+        check_base_model(config, resume_from, base)  # before a reference is built on it
     reference = make_reference(config, data, env, model, total_steps)
 
     step, tokens_seen = 0, 0
@@ -228,7 +257,7 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     def checkpoint():
         nonlocal saved_step
         state = {"scheduler": scheduler.state_dict(), "tokens_seen": tokens_seen,
-                 "loss": config.loss}
+                 "loss": config.loss, "base_model": base}
         saved_step = step
         return save_checkpoint(out, step, model, optimizer, state, data.state_dict(),
                                config.keep_last, run_id=claim.run_id)

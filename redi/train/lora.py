@@ -3,7 +3,9 @@ fine-tuning), ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``, ``expor
 
 With ``lora_r`` set, the causal LM is wrapped by ``peft.get_peft_model``: the base weights
 are frozen and only the adapters train, are handed to the optimizer and are checkpointed
-(the base comes back from ``model``/``init_from``/``model_config`` + seed on resume). DPO's
+(the base comes back from ``model``/``init_from``/``model_config`` + seed on resume; the
+checkpoint records its identity by content, so another model at the same path is refused:
+``redi.train.loop.base_model``). DPO's
 reference is the same model with its adapters disabled (``AdaptersDisabled``), never a
 second copy. An adapter on the LM head is refused: the fused loss takes the head's weight,
 which would not include it (``redi.hf_head``). The export is the merged model,

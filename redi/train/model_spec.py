@@ -14,8 +14,10 @@ model is built.
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
+from redi.model_dir import model_fingerprint
 from redi.train.config import ConfigError, TrainConfig
 
 DEFAULT_MODEL_TYPE = "qwen2"
@@ -67,6 +69,16 @@ def scratch_config(spec: dict):
 
 def model_source(config: TrainConfig) -> str | None:
     return config.init_from or config.model
+
+
+def model_identity(config: TrainConfig) -> str:
+    """The model a run starts from, by content: the source directory's files
+    (``model_fingerprint``, never its path) with the overrides set on its config, or a
+    scratch model's config and seed. Reads every file of the directory once."""
+    source = model_source(config)
+    if source is None:
+        return f"{json.dumps(config.model_config, sort_keys=True)}:seed={config.seed}"
+    return f"{model_fingerprint(source)}:{json.dumps(config.model_overrides, sort_keys=True)}"
 
 
 def hf_config(config: TrainConfig):

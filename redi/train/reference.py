@@ -6,18 +6,21 @@ frozen Stage-1 model. REDI and SimPO need none.
 * ``cached``: the same forward, run once before training over the pairs the run will use
   (all of them, or the first ``max_steps`` steps' worth), with a progress bar; the
   ``[pairs, 2]`` table (NaN for pairs not computed) is saved to
-  ``output_dir/reference_logps.safetensors`` (with the pair-file fingerprint, so changed
-  data is never served stale numbers) and looked up by each batch's ``index``. A cache
-  that lacks a pair the run needs is rebuilt.
+  ``output_dir/reference_logps.safetensors`` with a fingerprint of the tokenized pairs and
+  of the reference model's files (``TrainData.fingerprint``: contents, never paths, so
+  changed data or a model retrained to the same path is never served stale numbers, and
+  a copy of the cache serves the same data anywhere) and looked up by each batch's
+  ``index``. A cache that lacks a pair the run needs is rebuilt.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from redi.files import atomic_path
 from redi.pair_logprobs import pair_logps
@@ -51,19 +54,30 @@ class CachedReference:
         return rows[:, 0], rows[:, 1]
 
     @classmethod
-    def load(cls, output_dir, fingerprint: str, needed: torch.Tensor) -> CachedReference | None:
+    def load(cls, output_dir, fingerprint: str, needed: torch.Tensor,
+             num_pairs: int) -> CachedReference | None:
         """The cache of ``output_dir`` if it was built for ``fingerprint`` and holds the
-        pairs ``needed``, else None."""
+        pairs ``needed`` (of ``num_pairs``), else None: to be rebuilt. A damaged cache
+        (truncated, without its table, or of another size) is rebuilt with a warning."""
         path = Path(output_dir) / CACHE_FILE
         if not path.is_file():
             return None
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), "pt") as f:
-            stored = f.metadata().get("fingerprint")
-        if stored != fingerprint:
+        try:
+            with safe_open(str(path), "pt") as f:
+                if (f.metadata() or {}).get("fingerprint") != fingerprint:
+                    return None
+                table = f.get_tensor("logps")
+            problem = (None if table.shape == (num_pairs, 2) and table.is_floating_point()
+                       else f"holds a {tuple(table.shape)} {table.dtype} table, not "
+                            f"({num_pairs}, 2) floats")
+        except (SafetensorError, OSError) as err:
+            problem = f"is unreadable ({err})"
+        if problem is not None:
+            if dist.get_rank() == 0:
+                print(f"redi: warning: {path} {problem}; it is rebuilt", file=sys.stderr)
             return None
-        table = load_file(str(path))["logps"]
         return cls(table) if bool(torch.isfinite(table[needed]).all()) else None
 
     @classmethod

@@ -29,7 +29,7 @@ MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the
   gloo group, the measured peak resident set of a tiny model's run, ``CPU_RUNTIME_BYTES``;
   GPU: the CUDA context and NCCL, estimated);
 * a logged step's optimizer step (after the backward, without activations): weights,
-  gradients, moments, the snapshot ``update_norm`` compares against (4 P_t / W) and AdamW's
+  gradients, moments, the one parameter tensor ``update_norm`` saves at a time and AdamW's
   temporaries (all second moments' square roots at once on CUDA, one tensor's on CPU).
 
 The peak is the largest of the three phases (the reference pass, the forward and backward,
@@ -209,16 +209,18 @@ def plan(config: TrainConfig, facts: ModelFacts, nproc: int = 1, device: str = "
 
 def _optimizer_phase_bytes(f: ModelFacts, config: TrainConfig, trainable: int, nproc: int,
                            device: str, runtime: int, device_static: dict[str, int]) -> int:
-    """A logged step's optimizer step: weights, gradients and moments, the snapshot of the
-    trained parameters ``update_norm`` compares against (4 P_t / W), and AdamW's temporaries:
-    on CUDA the multi-tensor path takes sqrt of every second moment at once (4 P_t / W), on
-    CPU the per-tensor path two temporaries of the largest parameter (8 x its elements / W).
-    With ``cpu_offload`` all of it is host memory."""
+    """A logged step's optimizer step: weights, gradients and moments, the copy of the one
+    parameter ``update_norm`` compares against (``step_with_update_norm`` steps them one at a
+    time; the largest: 4 x its elements / W), and AdamW's temporaries: on CUDA the
+    multi-tensor path of the unlogged steps takes sqrt of every second moment at once
+    (4 P_t / W; counted with the copy, an upper bound), on CPU the per-tensor path two
+    temporaries of the largest parameter (8 x its elements / W). With ``cpu_offload`` all of
+    it is host memory."""
     if config.cpu_offload:
         return runtime
-    snapshot = 4 * trainable // nproc
+    saved = 4 * f.largest_param // nproc
     temporaries = 4 * trainable // nproc if device == "cuda" else 8 * f.largest_param // nproc
-    return runtime + sum(device_static.values()) + snapshot + temporaries
+    return runtime + sum(device_static.values()) + saved + temporaries
 
 
 def lora_trainable_params(facts: ModelFacts, rank: int = 16) -> int:
@@ -276,7 +278,7 @@ def report(config: TrainConfig, facts: ModelFacts, result: Plan, budget: int, np
         lines.append("  in host memory (cpu_offload): "
                      + ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in result.host_parts.items()))
     lines.append(f"  {'optimizer step (logged)':<28}{_gib(result.optimizer_phase)}"
-                 "  (after the backward: weights, gradients, moments, update snapshot)")
+                 "  (after the backward: weights, gradients, moments, AdamW temporaries)")
     if result.reference_phase is not None:
         lines.append(f"  {'cached-reference pass':<28}{_gib(result.reference_phase)}"
                      "  (before training)")

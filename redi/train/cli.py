@@ -124,6 +124,9 @@ def plan_main(argv: list[str]) -> int:
     except (ConfigError, PlanError, OSError) as err:
         print(f"redi plan: {err}", file=sys.stderr)
         return 2
+    if facts.description:
+        print(f"redi plan: planning from the shipped description of {facts.description}: "
+              "no weights read")
     if lowered:
         print(f"redi plan: {lowered}")
     result = plan(config, facts, args.nproc, args.device)

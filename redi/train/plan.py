@@ -94,39 +94,44 @@ class ModelFacts:
     layers: int
     vocab: int
     largest_param: int  # elements of the largest parameter tensor (the embedding)
+    description: str | None = None  # the shipped description counted, if no weights at hand
 
 
 def model_facts(config: TrainConfig) -> ModelFacts:
-    """Build the configured causal LM on the meta device (no weights read) and count."""
+    """Build the configured causal LM on the meta device (no weights read) and count. The
+    config is the model directory's, else ``model_config``'s, else (no model directory on
+    this machine) the shipped description ``model_description`` names."""
     from pathlib import Path
 
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    source = config.init_from or config.model
-    if source is not None:
-        if not Path(source, "config.json").is_file():
-            raise PlanError(f"{source} is not a Hugging Face model directory (no config.json); "
-                            "point init_from or model at one (e.g. the base model of a "
-                            "Stage-1 run not made yet) or give model_config.*=...")
-        hf_config = AutoConfig.from_pretrained(source, local_files_only=True)
+    from redi.train.model_spec import described_config, hf_config, model_source
+
+    source = model_source(config)
+    description = None
+    if (source is None and config.model_config) or (
+            source is not None and Path(source, "config.json").is_file()):
+        hf = hf_config(config)
+    elif config.model_description is not None:
+        hf, description = described_config(config), config.model_description
     else:
-        spec = dict(config.model_config)
-        try:
-            hf_config = AutoConfig.for_model(spec.pop("model_type", "qwen2"), **spec)
-        except (ValueError, TypeError) as err:
-            raise PlanError(f"model_config: {err}") from err
+        raise PlanError(f"{source} is not a Hugging Face model directory (no config.json); "
+                        "point init_from or model at one (e.g. the base model of a "
+                        "Stage-1 run not made yet), name its shipped description with "
+                        "model_description=... or give model_config.*=...")
     with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(hf_config)
+        lm = AutoModelForCausalLM.from_config(hf)
     layers = lm.get_decoder().layers
     params = sum(p.numel() for p in lm.parameters())
     layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
-    text = hf_config.get_text_config()
+    text = hf.get_text_config()
     return ModelFacts(params=params, root_params=params - layer_params * len(layers),
                       layer_params=layer_params, hidden=text.hidden_size,
                       intermediate=text.intermediate_size, layers=len(layers),
                       vocab=text.vocab_size,
-                      largest_param=max(p.numel() for p in lm.parameters()))
+                      largest_param=max(p.numel() for p in lm.parameters()),
+                      description=description)
 
 
 @dataclasses.dataclass(frozen=True)

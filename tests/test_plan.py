@@ -135,6 +135,9 @@ def test_breakdown_arithmetic():
     assert online.parts["reference (online)"] == 4 * facts.params // 2
     cached = plan(_config("loss=dpo"), facts, 1, "cpu")
     assert cached.reference_phase is not None and "reference (online)" not in cached.parts
+    # padded rows without flash-attn get a boolean [T, T] mask each, packed rows no mask
+    packed = plan(_config("packing=true"), facts, 1, "cpu")
+    assert one.parts["activations"] - packed.parts["activations"] == 4 * 128 ** 2
 
 
 def test_suggestions_stop_at_the_first_that_fits():

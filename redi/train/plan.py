@@ -19,7 +19,8 @@ MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the
   (9H + 4I) b per token and layer; with checkpointing only the layer input (H b) stays
   saved and one layer is recomputed in the backward; plus the final norm's input and output
   (2 H b per token), one layer's working memory in flight (2 (H + I) b per token)
-  and, for padded batches without flash-attn, the boolean [rows, T, T] attention mask;
+  and, for padded batches without flash-attn, the boolean [rows, T, T] attention mask
+  (packed rows have none: flash-attn, or one sequence at a time);
 * fused loss (``kernels/``): the fp32 dx buffer (4 n H), the fp32 dW accumulator (4 V H;
   three such [V, H] buffers with ``loss_single_pass``), fp32 copies of 16-bit inputs, and one
   block of logits (at most 64 MiB on the CPU path, 512 MiB with the Triton kernels);
@@ -157,7 +158,8 @@ def _activation_bytes(f: ModelFacts, config: TrainConfig, tokens: int, rows: int
         saved += tokens * (9 * f.hidden + 4 * f.intermediate) * width
     in_flight = tokens * 2 * (f.hidden + f.intermediate) * width
     flash = device == "cuda" and config.attn_implementation in ("auto", "flash_attention_2")
-    mask = 0 if flash else rows * (tokens // rows) ** 2
+    packed = flash or config.packing is True  # no mask (redi.train.packed_attention)
+    mask = 0 if packed else rows * (tokens // rows) ** 2
     return saved + in_flight + mask
 
 

@@ -98,14 +98,16 @@ def test_breakdown_arithmetic():
     assert four.parts["optimizer (AdamW)"] == 8 * facts.params // 4
     assert one.peak == max(sum(one.parts.values()),  # 2 micro-batches: gradients accumulate
                            one.optimizer_phase)
-    # a logged optimizer step: runtime, weights, gradients, moments, the update snapshot and
-    # the per-tensor AdamW temporaries of the largest parameter (CPU) or of all (CUDA)
+    # a logged optimizer step: runtime, weights, gradients, moments, update_norm's copy of
+    # the largest parameter (no copy of all weights) and the per-tensor AdamW temporaries of
+    # the largest parameter (CPU) or of all (CUDA)
     runtime = one.parts["runtime"]
     assert facts.largest_param == facts.vocab * facts.hidden  # the (tied) embedding
-    assert one.optimizer_phase == runtime + 20 * facts.params + 8 * facts.largest_param
-    assert four.optimizer_phase == runtime + (20 * facts.params + 8 * facts.largest_param) // 4
+    assert one.optimizer_phase == runtime + 16 * facts.params + 12 * facts.largest_param
+    assert four.optimizer_phase == runtime + (16 * facts.params + 12 * facts.largest_param) // 4
     cuda = plan(config, facts, 1, "cuda")
-    assert cuda.optimizer_phase == cuda.parts["runtime"] + 24 * facts.params
+    assert cuda.optimizer_phase == (cuda.parts["runtime"] + 20 * facts.params
+                                    + 4 * facts.largest_param)
     # one micro-batch per step: the gradients replace the activations, they do not add
     single = plan(_config("global_batch_size=2"), facts, 1, "cpu")
     assert single.peak == sum(single.parts.values()) - min(single.parts["gradients"],
@@ -133,6 +135,9 @@ def test_breakdown_arithmetic():
     assert online.parts["reference (online)"] == 4 * facts.params // 2
     cached = plan(_config("loss=dpo"), facts, 1, "cpu")
     assert cached.reference_phase is not None and "reference (online)" not in cached.parts
+    # padded rows without flash-attn get a boolean [T, T] mask each, packed rows no mask
+    packed = plan(_config("packing=true"), facts, 1, "cpu")
+    assert one.parts["activations"] - packed.parts["activations"] == 4 * 128 ** 2
 
 
 def test_suggestions_stop_at_the_first_that_fits():

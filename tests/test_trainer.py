@@ -218,7 +218,7 @@ def test_dpo_cached_reference_equals_online(data_dir, sft_export, tmp_path):
 @pytest.mark.parametrize("loss, attn", [("dpo-online", "sdpa"), ("dpo-cached", "eager"),
                                         ("redi", "eager")])
 def test_packed_batches_train_like_padded_ones(data_dir, sft_export, tmp_path, loss, attn):
-    """Packing (a block-causal mask for sdpa and eager) changes nothing but the layout."""
+    """Packing (one sequence at a time for sdpa and eager) changes nothing but the layout."""
     name, _, reference = loss.partition("-")
     extra = [f"loss={name}", f"attn_implementation={attn}", "max_steps=2"]
     extra += [f"reference={reference}"] if reference else []

@@ -7,6 +7,7 @@
     redi plan --config recipes/tiny_redi.yaml [key=value ...] [--gpu-memory 80GiB] [--nproc N]
     redi export --checkpoint runs/x/checkpoints/step_00000120 --output-dir runs/x/step120
 
+The ``key=value`` overrides may stand anywhere among the options.
 ``sft`` and ``train`` run as one process or under ``torchrun --nproc_per_node N`` (multi-node
 too). Bad configuration, data or checkpoints print one line and exit with status 2; a
 diverged run (non-finite loss) exits with status 1, a plan that does not fit with status 1.
@@ -29,6 +30,8 @@ from redi.train.config import (
 
 
 def _parser(prog: str, stage: str) -> argparse.ArgumentParser:
+    """The sft/train parser. Like plan's, it is read with ``parse_intermixed_args``: the
+    ``key=value`` overrides may come before, between or after the options."""
     parser = argparse.ArgumentParser(
         prog=prog, description=f"{stage} training with FSDP2 (see redi/train/config.py for keys)")
     parser.add_argument("--config", help="a YAML recipe (e.g. recipes/tiny_sft.yaml)")
@@ -60,7 +63,7 @@ def _run(config) -> int:
 
 
 def sft_main(argv: list[str]) -> int:
-    args = _parser("redi sft", "Stage-1 (SFT)").parse_args(argv)
+    args = _parser("redi sft", "Stage-1 (SFT)").parse_intermixed_args(argv)
     try:
         keys = [parse_override(o)[0] for o in args.overrides]
         if "loss" in keys:
@@ -73,7 +76,7 @@ def sft_main(argv: list[str]) -> int:
 
 
 def train_main(argv: list[str]) -> int:
-    args = _parser("redi train", "Stage-2 (REDI, DPO, SimPO)").parse_args(argv)
+    args = _parser("redi train", "Stage-2 (REDI, DPO, SimPO)").parse_intermixed_args(argv)
     try:
         config = build_config(args.config, args.overrides)
         if config.loss == "sft":
@@ -110,7 +113,7 @@ def plan_main(argv: list[str]) -> int:
         suggestions_report,
     )
 
-    args = _plan_parser().parse_args(argv)
+    args = _plan_parser().parse_intermixed_args(argv)
     try:
         budget = parse_size(args.gpu_memory)
         if args.nproc < 1:
@@ -121,6 +124,9 @@ def plan_main(argv: list[str]) -> int:
     except (ConfigError, PlanError, OSError) as err:
         print(f"redi plan: {err}", file=sys.stderr)
         return 2
+    if facts.description:
+        print(f"redi plan: planning from the shipped description of {facts.description}: "
+              "no weights read")
     if lowered:
         print(f"redi plan: {lowered}")
     result = plan(config, facts, args.nproc, args.device)

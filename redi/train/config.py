@@ -32,7 +32,12 @@ class TrainConfig:
     # What to train, from what, on what.
     loss: str = "redi"  # redi | dpo | simpo (Stage 2); `redi sft` sets sft (Stage 1)
     model: str | None = None  # a local Hugging Face causal-LM directory ...
-    model_config: dict | None = None  # ... or a config to build one from scratch
+    # ... or a config to build one from scratch (``model_config: qwen2.5-math-1.5b``: a
+    # shipped description, redi.train.model_descriptions, with random weights)
+    model_config: dict | None = None
+    # the shipped description of the model that model/init_from name: what `redi plan`
+    # counts where those weights are not on disk (training needs the weights)
+    model_description: str | None = None
     init_from: str | None = None  # Stage 2: the Stage-1 export (a HF directory)
     # changes to the loaded model's config (e.g. max_position_embeddings, rope_theta);
     # they are saved in the exported config.json, so Stage 2 inherits them
@@ -184,6 +189,11 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), load_yaml(raw, f"override {text!r}") if raw.strip() else ""
 
 
+def _named(key: str, value):
+    """``model_config: NAME`` is ``model_config: {name: NAME}`` (a shipped description)."""
+    return {"name": value} if key == "model_config" and isinstance(value, str) else value
+
+
 def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[str] = (),
                  **forced) -> TrainConfig:
     """Recipe YAML, then ``key=value`` overrides, then ``forced`` keys set by the command."""
@@ -201,6 +211,7 @@ def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[st
             raise ConfigError(f"recipe {path} must be a mapping of keys to values")
         loaded.pop(RUN_ID, None)  # a run's config.yaml as a recipe: its settings, not its id
         values.update(loaded)
+    values = {key: _named(key, value) for key, value in values.items()}
     for text in overrides:
         key, value = parse_override(text)
         if "." in key:
@@ -209,7 +220,7 @@ def build_config(recipe: str | Path | None = None, overrides: typing.Iterable[st
                 raise _unknown(key)
             values[head] = {**(values.get(head) or {}), sub: value}
         else:
-            values[key] = value
+            values[key] = _named(key, value)
     values.update(forced)
     loss = values.get("loss", TrainConfig.loss)
     if loss in LOSS_DEFAULTS:
@@ -233,7 +244,8 @@ def _check_consistency(c: TrainConfig):
         which = "model" if c.model is not None else "init_from"
         raise ConfigError(f"model_config builds a model from scratch and cannot be combined "
                           f"with {which}; change a loaded model's config with model_overrides")
-    if c.model_overrides and c.model is None and c.init_from is None:
+    if (c.model_overrides and c.model is None and c.init_from is None
+            and c.model_description is None):
         raise ConfigError("model_overrides change a loaded model's config (model or "
                           "init_from); put the settings of a new model in model_config")
     for key in ("global_batch_size", "micro_batch_size", "max_length", "log_every"):
@@ -255,13 +267,18 @@ def _check_consistency(c: TrainConfig):
     for key in ("save_every", "keep_last"):
         if getattr(c, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(c, key)}")
-    if c.model is None and c.init_from is None and not c.model_config:
+    if (c.model is None and c.init_from is None and not c.model_config
+            and c.model_description is None):
         raise ConfigError("no model: set model (a local HF directory), init_from (a Stage-1 "
                           "export) or model_config (a model built from scratch)")
     if c.model_config is not None:
         from redi.train.model_spec import scratch_config
 
         scratch_config(c.model_config)  # raises on a key its config class does not have
+    if c.model_description is not None:
+        from redi.train import model_descriptions
+
+        model_descriptions.load(c.model_description)  # raises on a name not shipped
     try:
         check_redi_args(c.alpha, c.chosen_coef, c.neg_reweight_gamma)
         if c.beta is not None:

@@ -50,7 +50,7 @@ from redi.train.run_config import changed_training_keys
 from redi.train.run_dir import RunClaim, claim_output_dir
 from redi.train.run_lock import RunLock
 from redi.train.run_log import RunLog
-from redi.train.step_metrics import StepMetrics, parameter_snapshot, update_norm
+from redi.train.step_metrics import StepMetrics, step_with_update_norm
 
 
 class TrainingDiverged(RuntimeError):
@@ -288,17 +288,16 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
                     f"stopped before the optimizer step. Last good checkpoint: "
                     f"{kept[-1] if kept else 'none'}")
             logged = (step + 1) % config.log_every == 0 or step + 1 == total_steps
-            before = parameter_snapshot(model) if logged else None
-            optimizer.step()
+            if logged:
+                moved = step_with_update_norm(optimizer, model)
+            else:
+                optimizer.step()
             if not parameters_finite(model):
                 kept = list_checkpoints(out, claim.run_id)
                 raise TrainingDiverged(
                     f"step {step + 1}: the optimizer step made parameters non-finite (lr "
                     f"{scheduler.get_last_lr()[0]}, grad norm {grad_norm}). Last good "
                     f"checkpoint: {kept[-1] if kept else 'none'}")
-            # compare now and drop the snapshot: it must not live through the next step
-            moved = update_norm(before, model) if logged else None
-            del before
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -1,7 +1,8 @@
 """The Hugging Face config of the model a run trains, and the checks made on it before the
 model is built.
 
-* ``model_config`` (a model built from scratch) and ``model_overrides`` (changes to a loaded
+* ``model_config`` (a model built from scratch; ``name`` starts it from a shipped description,
+  ``redi.train.model_descriptions``) and ``model_overrides`` (changes to a loaded
   model's config, e.g. the paper's long-context ``max_position_embeddings: 32768`` and
   ``rope_theta: 300000`` for Qwen2.5-Math-1.5B) may only name keys of the model type's
   config class; a typo is a one-line error with the closest valid key.
@@ -18,6 +19,7 @@ import json
 from pathlib import Path
 
 from redi.model_dir import model_fingerprint
+from redi.train import model_descriptions
 from redi.train.config import ConfigError, TrainConfig
 
 DEFAULT_MODEL_TYPE = "qwen2"
@@ -54,17 +56,36 @@ def check_keys(hf_config, keys, setting: str) -> None:
 
 
 def scratch_config(spec: dict):
-    """The config of a model built from ``model_config`` (keys checked)."""
+    """The config of a model built from ``model_config`` (keys checked): the shipped
+    description ``spec["name"]`` (if given) with the other keys set over it."""
     from transformers import AutoConfig
 
     spec = dict(spec)
-    model_type = spec.pop("model_type", DEFAULT_MODEL_TYPE)
+    described = model_descriptions.load(spec.pop("name")) if "name" in spec else {}
+    model_type = spec.pop("model_type", described.pop("model_type", DEFAULT_MODEL_TYPE))
     try:
         base = AutoConfig.for_model(model_type)
     except ValueError as err:
         raise ConfigError(f"model_config.model_type: unknown model type {model_type!r}") from err
     check_keys(base, spec, "model_config")
-    return AutoConfig.for_model(model_type, **spec)
+    return AutoConfig.for_model(model_type, **{**described, **spec})
+
+
+def _overridden(loaded, overrides: dict | None):
+    """``loaded`` with ``model_overrides`` set on it (keys checked)."""
+    overrides = overrides or {}
+    check_keys(loaded, overrides, "model_overrides")
+    for key, value in overrides.items():
+        set_value(loaded, key, value)
+    return loaded
+
+
+def described_config(config: TrainConfig):
+    """The config of ``model_description`` (the shipped description of the model that
+    ``model``/``init_from`` name) with ``model_overrides``: what ``redi plan`` counts when
+    those weights are not on this machine."""
+    return _overridden(scratch_config({"name": config.model_description}),
+                       config.model_overrides)
 
 
 def model_source(config: TrainConfig) -> str | None:
@@ -87,17 +108,17 @@ def hf_config(config: TrainConfig):
     from transformers import AutoConfig
 
     source = model_source(config)
+    if source is None and not config.model_config:
+        raise ConfigError(f"no model to train: set model (a local HF directory), init_from or "
+                          f"model_config (model_description {config.model_description!r} "
+                          "only tells redi plan the model's shape)")
     if source is None:
-        return scratch_config(config.model_config or {})
+        return scratch_config(config.model_config)
     if not Path(source, "config.json").is_file():
         raise FileNotFoundError(f"{source} is not a Hugging Face model directory "
                                 "(no config.json)")
-    loaded = AutoConfig.from_pretrained(source, local_files_only=True)
-    overrides = config.model_overrides or {}
-    check_keys(loaded, overrides, "model_overrides")
-    for key, value in overrides.items():
-        set_value(loaded, key, value)
-    return loaded
+    return _overridden(AutoConfig.from_pretrained(source, local_files_only=True),
+                       config.model_overrides)
 
 
 def check_vocabulary(hf, tokenizer) -> None:

@@ -26,7 +26,7 @@ from redi.files import full_disk_reported, replace_dir
 from redi.hf_head import head_inputs
 from redi.model_dir import check_model_dir
 from redi.model_logits import model_softcap, with_model_softcap
-from redi.train import lora
+from redi.train import lora, packed_attention
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.export_dir import check_export_target, check_finite, mark_export
 from redi.train.model_spec import hf_config, model_source
@@ -78,24 +78,13 @@ def apply_liger_patches(lm) -> bool:
     return True
 
 
-def block_causal_mask(seq_index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[1, 1, N, N] additive mask of a packed row: 0 where token i may see token j (both in
-    the same sequence and j <= i), the dtype's minimum elsewhere. Additive, not boolean:
-    eager attention adds the mask to the scores, sdpa takes either. For attention kernels
-    without variable-length support; O(N^2) memory, so long packed rows want flash-attn."""
-    same = seq_index[:, None] == seq_index[None, :]
-    visible = same & torch.ones_like(same).tril()
-    mask = torch.zeros(visible.shape, dtype=dtype, device=seq_index.device)
-    return mask.masked_fill_(~visible, torch.finfo(dtype).min)[None, None]
-
-
 class CausalLMWithFusedLoss(torch.nn.Module):
     """FSDP2 root: decoder stack + fused loss on (last hidden state, lm_head weight).
 
     ``batch`` is a padded batch (``input_ids``, ``attention_mask``, ``position_ids``) or a
-    packed one (``input_ids``, ``position_ids`` restarting per sequence, ``seq_index``):
-    flash-attn separates packed sequences by their positions, other kernels get a
-    block-causal mask.
+    packed one (``input_ids``, ``position_ids`` restarting per sequence, ``seq_index``,
+    ``cu_seqlens``): flash-attn separates packed sequences by their positions, sdpa and eager
+    attend one sequence at a time (``redi.train.packed_attention``: no [N, N] mask).
 
     The model's final-logit softcap (``final_logit_softcapping``, Gemma) is read from its
     config and handed to every loss: a fused loss without one takes the model's, a loss
@@ -107,13 +96,18 @@ class CausalLMWithFusedLoss(torch.nn.Module):
         super().__init__()
         self.lm = lm
         self.softcap = model_softcap(lm.config)
+        base = lm.config._attn_implementation
+        if base in packed_attention.BASES:  # the same attention, and packed rows without [N, N]
+            lm.set_attn_implementation(packed_attention.packed_name(base))
 
     def forward(self, batch: dict, loss_fn, **loss_kwargs):
         decoder_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")
                           if batch.get(k) is not None}
         if "seq_index" in batch and self.lm.config._attn_implementation != "flash_attention_2":
-            dtype = self.lm.get_input_embeddings().weight.dtype  # the compute dtype
-            decoder_inputs["attention_mask"] = block_causal_mask(batch["seq_index"], dtype)
+            if not packed_attention.is_packed(self.lm.config._attn_implementation):
+                raise ConfigError(f"packed batches need flash-attn, sdpa or eager attention, "
+                                  f"not {self.lm.config._attn_implementation}")
+            decoder_inputs.update(packed_attention.packed_inputs(batch["cu_seqlens"]))
         hidden, weight, bias = head_inputs(self.lm, allow_softcap=True, **decoder_inputs)
         loss_fn = with_model_softcap(loss_fn, self.softcap)
         return loss_fn(weight, hidden, batch["labels"], bias, **loss_kwargs)

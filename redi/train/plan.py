@@ -19,7 +19,8 @@ MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the
   (9H + 4I) b per token and layer; with checkpointing only the layer input (H b) stays
   saved and one layer is recomputed in the backward; plus the final norm's input and output
   (2 H b per token), one layer's working memory in flight (2 (H + I) b per token)
-  and, for padded batches without flash-attn, the boolean [rows, T, T] attention mask;
+  and, for padded batches without flash-attn, the boolean [rows, T, T] attention mask
+  (packed rows have none: flash-attn, or one sequence at a time);
 * fused loss (``kernels/``): the fp32 dx buffer (4 n H), the fp32 dW accumulator (4 V H;
   three such [V, H] buffers with ``loss_single_pass``), fp32 copies of 16-bit inputs, and one
   block of logits (at most 64 MiB on the CPU path, 512 MiB with the Triton kernels);
@@ -29,7 +30,7 @@ MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the
   gloo group, the measured peak resident set of a tiny model's run, ``CPU_RUNTIME_BYTES``;
   GPU: the CUDA context and NCCL, estimated);
 * a logged step's optimizer step (after the backward, without activations): weights,
-  gradients, moments, the snapshot ``update_norm`` compares against (4 P_t / W) and AdamW's
+  gradients, moments, the one parameter tensor ``update_norm`` saves at a time and AdamW's
   temporaries (all second moments' square roots at once on CUDA, one tensor's on CPU).
 
 The peak is the largest of the three phases (the reference pass, the forward and backward,
@@ -94,39 +95,44 @@ class ModelFacts:
     layers: int
     vocab: int
     largest_param: int  # elements of the largest parameter tensor (the embedding)
+    description: str | None = None  # the shipped description counted, if no weights at hand
 
 
 def model_facts(config: TrainConfig) -> ModelFacts:
-    """Build the configured causal LM on the meta device (no weights read) and count."""
+    """Build the configured causal LM on the meta device (no weights read) and count. The
+    config is the model directory's, else ``model_config``'s, else (no model directory on
+    this machine) the shipped description ``model_description`` names."""
     from pathlib import Path
 
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    source = config.init_from or config.model
-    if source is not None:
-        if not Path(source, "config.json").is_file():
-            raise PlanError(f"{source} is not a Hugging Face model directory (no config.json); "
-                            "point init_from or model at one (e.g. the base model of a "
-                            "Stage-1 run not made yet) or give model_config.*=...")
-        hf_config = AutoConfig.from_pretrained(source, local_files_only=True)
+    from redi.train.model_spec import described_config, hf_config, model_source
+
+    source = model_source(config)
+    description = None
+    if (source is None and config.model_config) or (
+            source is not None and Path(source, "config.json").is_file()):
+        hf = hf_config(config)
+    elif config.model_description is not None:
+        hf, description = described_config(config), config.model_description
     else:
-        spec = dict(config.model_config)
-        try:
-            hf_config = AutoConfig.for_model(spec.pop("model_type", "qwen2"), **spec)
-        except (ValueError, TypeError) as err:
-            raise PlanError(f"model_config: {err}") from err
+        raise PlanError(f"{source} is not a Hugging Face model directory (no config.json); "
+                        "point init_from or model at one (e.g. the base model of a "
+                        "Stage-1 run not made yet), name its shipped description with "
+                        "model_description=... or give model_config.*=...")
     with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(hf_config)
+        lm = AutoModelForCausalLM.from_config(hf)
     layers = lm.get_decoder().layers
     params = sum(p.numel() for p in lm.parameters())
     layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
-    text = hf_config.get_text_config()
+    text = hf.get_text_config()
     return ModelFacts(params=params, root_params=params - layer_params * len(layers),
                       layer_params=layer_params, hidden=text.hidden_size,
                       intermediate=text.intermediate_size, layers=len(layers),
                       vocab=text.vocab_size,
-                      largest_param=max(p.numel() for p in lm.parameters()))
+                      largest_param=max(p.numel() for p in lm.parameters()),
+                      description=description)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +158,8 @@ def _activation_bytes(f: ModelFacts, config: TrainConfig, tokens: int, rows: int
         saved += tokens * (9 * f.hidden + 4 * f.intermediate) * width
     in_flight = tokens * 2 * (f.hidden + f.intermediate) * width
     flash = device == "cuda" and config.attn_implementation in ("auto", "flash_attention_2")
-    mask = 0 if flash else rows * (tokens // rows) ** 2
+    packed = flash or config.packing is True  # no mask (redi.train.packed_attention)
+    mask = 0 if packed else rows * (tokens // rows) ** 2
     return saved + in_flight + mask
 
 
@@ -209,16 +216,18 @@ def plan(config: TrainConfig, facts: ModelFacts, nproc: int = 1, device: str = "
 
 def _optimizer_phase_bytes(f: ModelFacts, config: TrainConfig, trainable: int, nproc: int,
                            device: str, runtime: int, device_static: dict[str, int]) -> int:
-    """A logged step's optimizer step: weights, gradients and moments, the snapshot of the
-    trained parameters ``update_norm`` compares against (4 P_t / W), and AdamW's temporaries:
-    on CUDA the multi-tensor path takes sqrt of every second moment at once (4 P_t / W), on
-    CPU the per-tensor path two temporaries of the largest parameter (8 x its elements / W).
-    With ``cpu_offload`` all of it is host memory."""
+    """A logged step's optimizer step: weights, gradients and moments, the copy of the one
+    parameter ``update_norm`` compares against (``step_with_update_norm`` steps them one at a
+    time; the largest: 4 x its elements / W), and AdamW's temporaries: on CUDA the
+    multi-tensor path of the unlogged steps takes sqrt of every second moment at once
+    (4 P_t / W; counted with the copy, an upper bound), on CPU the per-tensor path two
+    temporaries of the largest parameter (8 x its elements / W). With ``cpu_offload`` all of
+    it is host memory."""
     if config.cpu_offload:
         return runtime
-    snapshot = 4 * trainable // nproc
+    saved = 4 * f.largest_param // nproc
     temporaries = 4 * trainable // nproc if device == "cuda" else 8 * f.largest_param // nproc
-    return runtime + sum(device_static.values()) + snapshot + temporaries
+    return runtime + sum(device_static.values()) + saved + temporaries
 
 
 def lora_trainable_params(facts: ModelFacts, rank: int = 16) -> int:
@@ -276,7 +285,7 @@ def report(config: TrainConfig, facts: ModelFacts, result: Plan, budget: int, np
         lines.append("  in host memory (cpu_offload): "
                      + ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in result.host_parts.items()))
     lines.append(f"  {'optimizer step (logged)':<28}{_gib(result.optimizer_phase)}"
-                 "  (after the backward: weights, gradients, moments, update snapshot)")
+                 "  (after the backward: weights, gradients, moments, AdamW temporaries)")
     if result.reference_phase is not None:
         lines.append(f"  {'cached-reference pass':<28}{_gib(result.reference_phase)}"
                      "  (before training)")

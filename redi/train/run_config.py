@@ -11,11 +11,13 @@ import yaml
 from redi.train.config import ConfigError, TrainConfig
 
 # Keys a resumed run may change: where and how long it runs, logs and checkpoints, and
-# implementation choices that compute the same update.
+# implementation choices that compute the same update, and model_description (only
+# `redi plan` reads it).
 RESUMABLE_KEYS = frozenset({
     "output_dir", "resume", "overwrite", "max_steps", "epochs", "save_every", "keep_last",
     "log_every", "tensorboard", "progress", "loss_backend", "loss_single_pass",
     "activation_checkpointing", "cpu_offload", "liger_patches", "attn_implementation",
+    "model_description",
 })
 
 

@@ -12,8 +12,9 @@ Every step: ``loss`` and ``tokens``. Stage 2 adds, as means over the step's pair
 * ``dpo_sigmoid_coef``: DPO's gradient coefficient ``sigmoid(-margin)``, the factor by
   which each pair's gradient is scaled (1: not yet separated, 0: saturated).
 
-``update_norm(before, model)``: the L2 norm of the parameter change made by the optimizer
-step (the paper plots it to show DPO's and symmetric REDI's collapse), over all shards.
+``step_with_update_norm(optimizer, model)``: the optimizer step, and the L2 norm of the
+parameter change it made (``update_norm``; the paper plots it to show DPO's and symmetric
+REDI's collapse), over all shards, with no copy of the weights.
 """
 
 from __future__ import annotations
@@ -25,25 +26,31 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def _trained(model: torch.nn.Module) -> list[torch.Tensor]:
-    return [_local(p.detach()) for p in model.parameters() if p.requires_grad]
+def step_with_update_norm(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> float:
+    """``optimizer.step()``, returning || theta_after - theta_before ||_2 over every process's
+    shards of the trained parameters (collective; frozen ones do not move).
 
-
-def parameter_snapshot(model: torch.nn.Module) -> list[torch.Tensor]:
-    """A copy of this process's shards of the trained parameters (to measure the next
-    update; frozen ones do not move). Costs one more copy of them until ``update_norm``."""
-    return [p.clone() for p in _trained(model)]
-
-
-def update_norm(before: list[torch.Tensor], model: torch.nn.Module) -> float:
-    """|| theta_after - theta_before ||_2 over every process's shards (collective). The
-    difference of two nearby floats is exact, so each tensor's norm is taken in its own
-    dtype (one temporary of its size, no float64 copies) and only summed in float64."""
-    params = _trained(model)
-    device = params[0].device if params else torch.device("cpu")
+    Measured one parameter at a time so that no copy of the weights is kept: every other
+    parameter's gradient is set aside (the optimizer skips a parameter without one, and its
+    state, step count included, is per parameter), this one's shard is saved, stepped and
+    compared. The steps are the ones a single ``optimizer.step()`` makes, bit for bit. The
+    difference of two nearby floats is exact, so each norm is taken in the parameter's dtype
+    and only summed in float64."""
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    grads = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    device = _local(params[0]).device if params else torch.device("cpu")
     square = torch.zeros((), dtype=torch.float64, device=device)
-    for old, new in zip(before, params, strict=True):
-        square += torch.linalg.vector_norm(new - old).double().square()
+    for p, grad in zip(params, grads, strict=True):
+        p.grad = grad
+        before = _local(p.detach()).clone()
+        optimizer.step()
+        square += torch.linalg.vector_norm(_local(p.detach()) - before).double().square()
+        del before
+        p.grad = None
+    for p, grad in zip(params, grads, strict=True):
+        p.grad = grad
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(square)
     return float(square.sqrt())

@@ -49,7 +49,10 @@ def test_response_length_counts_the_template_and_one_more(tmp_path):
     (encoded,) = formatter.encode_conversations(
         [([{"role": "user", "content": "q"}, {"role": "assistant", "content": response}], 1)])
     trained = encoded.completion_length  # content + end-of-turn
-    rows = [row("q", [response, response], [True, False])]
+    wrong = response.replace("\\boxed{15}", "\\boxed{16}")  # as long, not identical
+    assert wrong != response and len(tokenizer(wrong)["input_ids"]) == len(
+        tokenizer(response)["input_ids"])
+    rows = [row("q", [response, wrong], [True, False])]
     source = write(tmp_path / "raw.jsonl", rows)
     for limit, written in ((trained, 0), (trained + extra - 1, 0), (trained + extra, 1)):
         stats = prepare(source, tmp_path / f"out{limit}", formatter,

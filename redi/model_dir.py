@@ -1,7 +1,10 @@
 """What a Hugging Face model directory must hold before it is loaded: ``config.json`` and
 its weights (``model.safetensors``, ``pytorch_model.bin``, or a sharded index with every
 shard it names). A missing piece is one line naming the directory and the file, where
-transformers would show a traceback."""
+transformers would show a traceback.
+
+An exported model directory also records how its training data worded problems
+(``training_prompt.json``): training writes it, ``redi eval`` reads it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 from pathlib import Path
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TRAINING_PROMPT_FILE = "training_prompt.json"
 
 
 class ModelDirError(FileNotFoundError):
@@ -37,3 +41,22 @@ def check_model_dir(path: str | Path) -> None:
             return
     raise ModelDirError(f"{path} holds no weights ({' or '.join(WEIGHT_FILES)}, or a "
                         "sharded index)")
+
+
+def write_training_prompt(model_dir: str | Path, prompt_style: str, think: bool) -> None:
+    """Record, in an exported model directory, how its training data worded problems."""
+    from redi.files import atomic_write_text
+
+    record = {"prompt_style": prompt_style, "think": think}
+    atomic_write_text(Path(model_dir) / TRAINING_PROMPT_FILE, json.dumps(record) + "\n")
+
+
+def read_training_prompt(model_dir: str | Path) -> dict | None:
+    path = Path(model_dir) / TRAINING_PROMPT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return {"prompt_style": str(record["prompt_style"]), "think": bool(record["think"])}
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a training prompt record ({err})") from err

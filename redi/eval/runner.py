@@ -20,9 +20,9 @@ from redi.data.errors import DataError
 from redi.data.formatting import Formatter
 from redi.data.tokenizer import check_round_trip, load_tokenizer
 from redi.files import atomic_write_text, full_disk_reported, make_output_dir, sha256_of
+from redi.grading.answers import grade
 from redi.model_dir import check_model_dir
 
-from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
 from .defaults import default_grader
 from .generation import SamplingSettings, make_generator, sample_seed

@@ -21,10 +21,9 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from transformers import AutoModelForCausalLM
 
 from redi.data.tokenizer import auto_tokenizer_mismatch
-from redi.eval.defaults import write_training_prompt
 from redi.files import full_disk_reported, replace_dir
 from redi.hf_head import head_inputs
-from redi.model_dir import check_model_dir
+from redi.model_dir import check_model_dir, write_training_prompt
 from redi.model_logits import model_softcap, with_model_softcap
 from redi.train import lora
 from redi.train.config import ConfigError, TrainConfig

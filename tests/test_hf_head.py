@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from redi.hf_head import HeadError, head_inputs
+from redi.integrations.transformers import HeadError, head_inputs
 
 V = 40
 

@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM, CohereConfig, Gemma2Config, Qwen2
 
 import redi
 from redi import functional
-from redi.model_logits import model_softcap, with_model_softcap
-from redi.pair_logprobs import pair_logps
+from redi.integrations.transformers import model_softcap, with_model_softcap
+from redi.pair_logprob_sums import pair_logprobs
 from redi.train.modeling import CausalLMWithFusedLoss
 
 CAP = 2.0  # small, so that the cap changes the log-probs of a random tiny model a lot
@@ -95,11 +95,11 @@ def test_trainer_forward_trains_the_models_capped_logits(name):
 
 
 def test_dpo_reference_logps_use_the_cap():
-    """The online reference runs ``pair_logps`` through the same forward."""
+    """The online reference runs ``pair_logprobs`` through the same forward."""
     lm = gemma2()
     batch = pair_batch(seed=1)
     with torch.no_grad():
-        chosen, rejected = CausalLMWithFusedLoss(lm)(batch, pair_logps)
+        chosen, rejected = CausalLMWithFusedLoss(lm)(batch, pair_logprobs)
         lp, _ = model_logps(lm, batch)
     torch.testing.assert_close(torch.cat([chosen, rejected]), lp, rtol=1e-10, atol=1e-10)
 

@@ -9,8 +9,8 @@ from redi.data.batching import collate_pairs
 from redi.data.formatting import IGNORE_INDEX, Formatter
 from redi.data.tokenized import load_pairs
 from redi.data.tokenizer import load_tokenizer
-from redi.model_logits import model_softcap
-from redi.pair_logprobs import pair_logps
+from redi.integrations.transformers import model_softcap
+from redi.pair_logprob_sums import pair_logprobs
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def pair_logprob_margins(model_dir, pairs_path, max_length: int = 4096,
                               tokenizer.pad_token_id)
         hidden = model.get_decoder()(input_ids=batch["input_ids"],
                                      attention_mask=batch["attention_mask"]).last_hidden_state
-        lp_w, lp_l = pair_logps(head.weight, hidden, batch["labels"], head.bias,
+        lp_w, lp_l = pair_logprobs(head.weight, hidden, batch["labels"], head.bias,
                                 softcap=softcap)
         lengths = (batch["labels"] != IGNORE_INDEX).sum(1)
         b = lp_w.shape[0]

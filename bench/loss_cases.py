@@ -31,7 +31,7 @@ from token_cases import clear_grads, floor_3_matmuls
 
 import redi
 import redi.functional as LF
-from redi.defaults import DPO_BETA, REDI_ALPHA, SIMPO_BETA, SIMPO_GAMMA
+from redi.loss_defaults import DPO_BETA, REDI_ALPHA, SIMPO_BETA, SIMPO_GAMMA
 
 LOSSES = ("redi", "dpo", "simpo")
 HPARAMS = {"redi": dict(alpha=REDI_ALPHA), "dpo": dict(beta=DPO_BETA),

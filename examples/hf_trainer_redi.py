@@ -1,11 +1,11 @@
 """The fused REDI loss inside a Hugging Face ``transformers.Trainer``.
 
 ``compute_loss`` takes the last hidden state and the LM head's weight and bias from the
-model's own forward (``redi.hf_head.head_inputs``: ``logits_to_keep=1``, so the logits of
-one position, not [tokens x vocab]) and hands them to ``redi.FusedLinearREDILoss``. Calling
-the forward of whatever ``model`` the Trainer passes keeps DDP's gradient synchronization
-when ``torchrun`` runs it on several processes. For TRL users, ``redi.integrations.trl``
-does the same with TRL's preference datasets.
+model's own forward (``redi.integrations.transformers.head_inputs``: ``logits_to_keep=1``,
+so the logits of one position, not [tokens x vocab]) and hands them to
+``redi.FusedLinearREDILoss``. Calling the forward of whatever ``model`` the Trainer passes
+keeps DDP's gradient synchronization when ``torchrun`` runs it on several processes. For TRL
+users, ``redi.integrations.trl`` does the same with TRL's preference datasets.
 Batches are padded ``[2B, T]``: the B chosen sequences first, then the B rejected ones, with
 labels already shifted (label t is the token position t predicts) and -100 on prompt and
 padding.
@@ -25,9 +25,8 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArguments
 
 import redi
-from redi.defaults import REDI_ALPHA
-from redi.hf_head import head_inputs, logit_softcap
-from redi.model_logits import with_model_softcap
+from redi.integrations.transformers import head_inputs, logit_softcap, with_model_softcap
+from redi.loss_defaults import REDI_ALPHA
 
 
 class REDITrainer(Trainer):

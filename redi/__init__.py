@@ -12,15 +12,17 @@ Public API (imported lazily, so ``import redi`` stays cheap):
   ``FusedLinearPreferenceLoss``: their base class, to add a preference loss of per-sequence
   log-prob sums (``docs/custom-loss.md``).
 * ``redi.functional``: the same losses on precomputed per-sequence log-prob sums.
-* ``redi.pair_logps``: (chosen, rejected) summed log-probs of a pair batch, fused.
+* ``redi.pair_logprobs``: (chosen, rejected) summed log-probs of a pair batch, fused
+  (``redi.pair_logps``, its old name, still works for one release, with a DeprecationWarning).
 
 The core install (torch + triton) is enough for all of these; the data tools, trainer,
 evaluation and demo need extras (``pip install 'redi[train,eval]'``, see pyproject.toml).
 
 Every op and loss takes ``softcap`` and ``temperature`` (Gemma-style capped, tempered logits);
-``redi.model_logits`` reads a Hugging Face model's cap and hands it to a loss.
+``redi.integrations.transformers`` reads a Hugging Face model's cap and hands it to a loss.
 """
 
+import warnings
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +39,14 @@ _EXPORTS = {
     "FusedLinearSimPOLoss": ("redi.losses", "FusedLinearSimPOLoss"),
     "FusedLinearSFTLoss": ("redi.losses", "FusedLinearSFTLoss"),
     "FusedLinearPreferenceLoss": ("redi.losses", "FusedLinearPreferenceLoss"),
-    "pair_logps": ("redi.pair_logprobs", "pair_logps"),
+    "pair_logprobs": ("redi.pair_logprob_sums", "pair_logprobs"),
     "functional": ("redi.functional", None),
 }
 
 __all__ = sorted(_EXPORTS)
+
+# old public name -> new one: still answered for one release, with a DeprecationWarning
+_DEPRECATED = {"pair_logps": "pair_logprobs"}
 
 if TYPE_CHECKING:  # what type checkers see behind the lazy __getattr__ (tests: same names)
     from redi import functional as functional
@@ -54,10 +59,14 @@ if TYPE_CHECKING:  # what type checkers see behind the lazy __getattr__ (tests: 
     from redi.losses import FusedLinearREDILoss as FusedLinearREDILoss
     from redi.losses import FusedLinearSFTLoss as FusedLinearSFTLoss
     from redi.losses import FusedLinearSimPOLoss as FusedLinearSimPOLoss
-    from redi.pair_logprobs import pair_logps as pair_logps
+    from redi.pair_logprob_sums import pair_logprobs as pair_logprobs
 
 
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        warnings.warn(f"redi.{name} is deprecated, use redi.{_DEPRECATED[name]}",
+                      DeprecationWarning, stacklevel=2)
+        name = _DEPRECATED[name]
     if name not in _EXPORTS:
         raise AttributeError(f"module 'redi' has no attribute {name!r}")
     module, attr = _EXPORTS[name]

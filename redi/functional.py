@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from redi.defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
+from redi.loss_defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 
 
 def check_redi_args(alpha: float, chosen_coef: float, neg_reweight_gamma: float | None):

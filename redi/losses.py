@@ -6,13 +6,14 @@ Called in Liger-Kernel's order::
 
 ``hidden`` are the final hidden states, ``labels`` aligned with them (already shifted) with
 ``ignore_index`` on prompt and padding. Preference batches are padded ``[2B, T, H]`` (B
-chosen rows first) or packed (see ``redi.segments``). ``metrics`` holds detached tensors.
+chosen rows first) or packed (see ``redi.paired_sequences``). ``metrics`` holds detached
+tensors.
 
 Every loss takes ``softcap`` and ``temperature`` (constructor arguments): the log-probs are
 those of ``z = softcap * tanh((hidden W^T + b) / softcap) / temperature`` (no tanh when
 ``softcap`` is None). A model with Gemma-style ``final_logit_softcapping`` needs its value
 here, or the losses would train a distribution the model does not have (see
-``redi.model_logits``).
+``redi.integrations.transformers``).
 
 The losses linear in the token log-probs (REDI, SFT) know dL/dlogp_t before the forward
 pass, so they run the single-pass op (gradients produced with the value: 3 matmuls). DPO,
@@ -32,11 +33,11 @@ from typing import Any
 import torch
 
 from . import functional as LF
-from .defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 from .kernels.linear_logprobs import token_logprobs, weighted_logprob_sum
 from .kernels.logit_transform import LogitTransform
 from .kernels.sequence_group_loss import sequence_group_loss
-from .segments import PairedSequences
+from .loss_defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
+from .paired_sequences import PairedSequences
 
 Metrics = dict[str, torch.Tensor]  # a loss's detached metrics, by name
 

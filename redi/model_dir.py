@@ -6,6 +6,9 @@ transformers would show a traceback.
 ``model_fingerprint`` names a model directory by its contents, so that what was computed
 from a model (DPO's cached reference, evaluation samples, a LoRA run's frozen base) is
 never reused for another model written to the same path.
+
+An exported model directory also records how its training data worded problems
+(``training_prompt.json``): training writes it, ``redi eval`` reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from redi.files import sha256_of
 from redi.train.export_dir import EXPORT_MARKER
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TRAINING_PROMPT_FILE = "training_prompt.json"
 
 
 class ModelDirError(FileNotFoundError):
@@ -58,3 +62,22 @@ def model_fingerprint(path: str | Path) -> str:
                    and p.name != EXPORT_MARKER)
     listing = "".join(f"{p.name}\0{sha256_of(p)}\n" for p in files)
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def write_training_prompt(model_dir: str | Path, prompt_style: str, think: bool) -> None:
+    """Record, in an exported model directory, how its training data worded problems."""
+    from redi.files import atomic_write_text
+
+    record = {"prompt_style": prompt_style, "think": think}
+    atomic_write_text(Path(model_dir) / TRAINING_PROMPT_FILE, json.dumps(record) + "\n")
+
+
+def read_training_prompt(model_dir: str | Path) -> dict | None:
+    path = Path(model_dir) / TRAINING_PROMPT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return {"prompt_style": str(record["prompt_style"]), "think": bool(record["think"])}
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a training prompt record ({err})") from err

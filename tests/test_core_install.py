@@ -44,7 +44,8 @@ SCRIPT = textwrap.dedent("""
     loss.backward()
     redi.token_logprobs(hidden, weight, labels).sum().backward()
     redi.weighted_logprob_sum(hidden, weight, labels, torch.ones(2 * b, t)).backward()
-    redi.pair_logps(weight, hidden, labels)
+    redi.pair_logprobs(weight, hidden, labels)
+    from redi.integrations.transformers import head_inputs, model_softcap  # noqa: F401
     redi.functional.redi_loss(torch.tensor([-3.0]), torch.tensor([-4.0]),
                               torch.tensor([2.0]), torch.tensor([3.0]))
     assert weight.grad.abs().sum() > 0 and hidden.grad.abs().sum() > 0

@@ -30,8 +30,8 @@ from redi.data.tokenizer import (
     build_builtin_tokenizer,
     load_tokenizer,
 )
-from redi.eval.answers import extract_boxed
-from redi.eval.answers import whole_number as normalize_answer
+from redi.grading.answers import extract_boxed
+from redi.grading.answers import whole_number as normalize_answer
 
 CORRECT_358_274 = ("<think>\n"
                    "units: 8 + 4 = 12, write 2, carry 1\n"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from redi.cli import main as redi_main
-from redi.eval.defaults import TRAINING_PROMPT_FILE, cap_new_tokens, write_training_prompt
+from redi.eval.defaults import cap_new_tokens
+from redi.model_dir import TRAINING_PROMPT_FILE, write_training_prompt
 
 CONTEXT = 96
 

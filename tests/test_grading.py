@@ -6,7 +6,7 @@ import pytest
 
 from redi.data.builtin_task import check_answer
 from redi.eval import is_correct
-from redi.eval.rllm_grader import mathd_normalize
+from redi.grading.rllm_grader import mathd_normalize
 
 
 @pytest.mark.parametrize("response,answers,expected", [

@@ -1,4 +1,4 @@
-"""redi.hf_head: the fused loss's (hidden, weight, bias) through the model's own forward."""
+"""redi.integrations.transformers (head_inputs): the fused loss's (hidden, weight, bias) through the model's own forward."""
 
 import copy
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from redi.hf_head import HeadError, head_inputs
+from redi.integrations.transformers import HeadError, head_inputs
 
 V = 40
 

@@ -2,7 +2,8 @@
 inside a function, relative or absolute, or by ``importlib.import_module``) form an acyclic
 graph, so every module can be read, imported and tested from the bottom up.
 
-The graph is read from the source with ``ast``, nothing is imported.
+The graph is read from the source with ``ast``, nothing is imported. Imports under
+``if TYPE_CHECKING:`` are left out: they are never run, only read by type checkers.
 """
 
 import ast
@@ -30,6 +31,27 @@ def _imported_names(node, package):
     return []
 
 
+def _runtime_nodes(tree):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr",
+                                                                          None)) == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imported_modules(path, package):
+    """Every dotted name the module at ``path`` (in ``package``) imports at run time."""
+    names = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(), filename=str(path))):
+        names.update(_imported_names(node, package))
+    return names
+
+
 def import_graph(folder, package):
     """module -> the sibling modules it imports, for every ``*.py`` of ``folder`` (importable
     as ``package``); ``__init__`` stands for the package itself."""
@@ -37,9 +59,7 @@ def import_graph(folder, package):
     dotted = {(package if stem == "__init__" else f"{package}.{stem}"): stem for stem in modules}
     graph = {}
     for stem, path in modules.items():
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names.update(_imported_names(node, package))
+        names = imported_modules(path, package)
         graph[stem] = sorted({dotted[n] for n in names if n in dotted} - {stem})
     return graph
 
@@ -71,16 +91,27 @@ def test_the_graph_sees_function_level_and_dynamic_imports():
     assert "torch_impl" in graph["backend"]
     assert "triton_impl" in graph["backend"]  # importlib.import_module(".triton_impl", ...)
     assert "backend" in graph["linear_logprobs"]
+    train = import_graph(ROOT / "redi/train", "redi.train")
+    assert "config" not in train["model_spec"]  # imported only under TYPE_CHECKING
     assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": ["b"], "b": [], "c": ["a", "b"]}) is None
 
 
 @pytest.mark.parametrize("folder, package", [
     ("kernels", "redi.kernels"),
-    pytest.param("redi/train", "redi.train", marks=pytest.mark.xfail(
-        strict=True, reason="ConfigError moves to its own module once the fault-audit "
-                            "branches land")),
+    ("redi/train", "redi.train"),
 ])
 def test_no_import_cycle(folder, package):
     cycle = find_cycle(import_graph(ROOT / folder, package))
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("folder", ["data", "train"])
+def test_data_and_train_do_not_import_eval(folder):
+    """Layers point down: data and training use the graders (``redi.grading``) and the model
+    directory records (``redi.model_dir``), never the evaluation package."""
+    uses = {f"{path.relative_to(ROOT)}: {name}"
+            for path in sorted((ROOT / "redi" / folder).rglob("*.py"))
+            for name in imported_modules(path, f"redi.{folder}")
+            if name == "redi.eval" or name.startswith("redi.eval.")}
+    assert not uses, "imports of redi.eval: " + ", ".join(sorted(uses))

@@ -1,22 +1,20 @@
-"""A model's final-logit softcap reaches every loss the trainer and the evaluation run.
+"""A model's final-logit softcap reaches every loss the trainer runs.
 
 A tiny Gemma 2 (``final_logit_softcapping``) built from a config: the trainer's forward with
-each fused loss, DPO's reference log-probs and the held-out evaluation log-probs must equal
-the same quantities computed from the model's own (soft-capped) logits, in float64; a loss
-that would ignore the cap, or use another one, is an error.
+each fused loss and DPO's reference log-probs must equal the same quantities computed from
+the model's own (soft-capped) logits, in float64; a loss that would ignore the cap, or use
+another one, is an error.
 """
 
-import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, CohereConfig, Gemma2Config, Qwen2Config
 
 import redi
 from redi import functional
-from redi.model_logits import model_softcap, with_model_softcap
-from redi.pair_logprobs import pair_logps
+from redi.integrations.transformers import model_softcap, with_model_softcap
+from redi.pair_logprob_sums import pair_logprobs
 from redi.train.modeling import CausalLMWithFusedLoss
 
 CAP = 2.0  # small, so that the cap changes the log-probs of a random tiny model a lot
@@ -95,53 +93,13 @@ def test_trainer_forward_trains_the_models_capped_logits(name):
 
 
 def test_dpo_reference_logps_use_the_cap():
-    """The online reference runs ``pair_logps`` through the same forward."""
+    """The online reference runs ``pair_logprobs`` through the same forward."""
     lm = gemma2()
     batch = pair_batch(seed=1)
     with torch.no_grad():
-        chosen, rejected = CausalLMWithFusedLoss(lm)(batch, pair_logps)
+        chosen, rejected = CausalLMWithFusedLoss(lm)(batch, pair_logprobs)
         lp, _ = model_logps(lm, batch)
     torch.testing.assert_close(torch.cat([chosen, rejected]), lp, rtol=1e-10, atol=1e-10)
-
-
-def test_eval_logprobs_use_the_cap(tmp_path):
-    from redi.data.tokenizer import load_tokenizer
-    from redi.eval.logprobs import pair_logprob_margins
-
-    tokenizer = load_tokenizer()
-    torch.manual_seed(0)
-    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                          head_dim=8, final_logit_softcapping=CAP, initializer_range=0.5,
-                          pad_token_id=tokenizer.pad_token_id)
-    lm = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    lm.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    pairs = tmp_path / "pairs.jsonl"
-    def row(prompt, chosen, rejected):
-        return {"prompt": [{"role": "user", "content": prompt}],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}]}
-
-    rows = [row("What is 2 + 3?", "5", "It is 6."), row("What is 1 + 1?", "It is 2.", "3")]
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = pair_logprob_margins(tmp_path / "model", pairs)
-    # the same from the model's own logits, one sequence at a time
-    from redi.data.formatting import Formatter
-    from redi.data.tokenized import load_pairs
-
-    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype=torch.float32).eval()
-    avg = {"chosen": [], "rejected": []}
-    for pair in load_pairs(pairs, Formatter(tokenizer, max_length=4096)):
-        for side in avg:
-            ids, labels = (torch.tensor(pair[f"{side}_{k}"]) for k in ("input_ids", "labels"))
-            with torch.no_grad():
-                logp = F.log_softmax(lm(input_ids=ids[None]).logits[0].double(), -1)
-            valid = labels != -100
-            picked = logp.gather(-1, labels.clamp(min=0)[:, None]).squeeze(-1)[valid]
-            avg[side].append(float(picked.mean()))
-    assert got["chosen_logps_avg"] == pytest.approx(sum(avg["chosen"]) / 2, abs=1e-4)
-    assert got["rejected_logps_avg"] == pytest.approx(sum(avg["rejected"]) / 2, abs=1e-4)
 
 
 def test_a_loss_with_another_softcap_is_refused():

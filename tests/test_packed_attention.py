@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModelForCausalLM
 
 from redi.data.batching import pack_sequences, pad_sequences
-from redi.hf_head import head_inputs
+from redi.integrations.transformers import head_inputs
 from redi.losses import FusedLinearSFTLoss
 from redi.train import lora
 from redi.train.config import TrainConfig

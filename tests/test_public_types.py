@@ -2,16 +2,19 @@
 and a type checker sees every public name of ``redi`` behind its lazy ``__getattr__``."""
 
 import ast
+import importlib
 import inspect
+import sys
 from pathlib import Path
 
 import pytest
 
 import redi
-from redi.hf_head import head_inputs
+import redi.integrations.transformers as hf_adapters
+from redi.integrations.transformers import head_inputs
 
 ENTRY_POINTS = [redi.token_logprobs, redi.weighted_logprob_sum, redi.sequence_group_loss,
-                redi.resolved_backend, redi.pair_logps, redi.FusedLinearPreferenceLoss.forward,
+                redi.resolved_backend, redi.pair_logprobs, redi.FusedLinearPreferenceLoss.forward,
                 redi.FusedLinearSFTLoss.forward, head_inputs]
 
 
@@ -48,3 +51,17 @@ def test_type_checkers_see_every_public_name():
 
 def test_package_ships_its_annotations():
     assert (Path(redi.__file__).parent / "py.typed").is_file()  # PEP 561
+
+
+
+def test_old_public_names_still_work_for_one_release_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="redi.pair_logprobs"):
+        assert redi.pair_logps is redi.pair_logprobs
+    assert "pair_logps" not in redi.__all__
+    for old, names in (("redi.hf_head", ["HeadError", "head_inputs", "logit_softcap",
+                                         "output_head"]),
+                       ("redi.model_logits", ["model_softcap", "with_model_softcap"])):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match="redi.integrations.transformers"):
+            module = importlib.import_module(old)
+        assert all(getattr(module, name) is getattr(hf_adapters, name) for name in names)

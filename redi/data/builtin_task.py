@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from redi.eval.answers import is_correct
+from redi.grading.answers import is_correct
 
 SOURCE = "builtin_addition"
 COLUMN_NAMES = ("units", "tens", "hundreds", "thousands")
@@ -315,7 +315,7 @@ def write_task(output_dir: str | Path, num_problems: int = DEFAULT_PROBLEMS,
 
 def check_answer(completion: str, answer: str) -> bool:
     """Whether the completion's last boxed answer equals the reference answer: the exact
-    grader of ``redi.eval.is_correct``, the one the evaluation of this task uses."""
+    grader of ``redi.grading.is_correct``, the one the evaluation of this task uses."""
     return is_correct(completion, answer, grader="exact")
 
 

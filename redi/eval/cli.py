@@ -15,8 +15,8 @@ import argparse
 import sys
 
 from redi.cli_options import add_output_dir
+from redi.grading.answers import GRADERS
 
-from .answers import GRADERS
 from .benchmarks import BENCHMARKS
 from .defaults import DEFAULT_MAX_NEW_TOKENS
 

@@ -1,7 +1,7 @@
 """What ``redi eval`` uses when a flag is not given: grader, prompt, and new-token cap.
 
 * grader: ``exact`` for the built-in task, else ``rllm`` (the paper's evaluation scripts;
-  see ``redi.eval.answers``).
+  see ``redi.grading.answers``).
 * prompt: the five math benchmarks (MATH-500, AIME24, AMC23, Minerva, OlympiadBench) get the
   paper's protocol, the Open-R1 math prompt with ``<think>\\n`` forced. Any other file gets
   the prompt the model was trained with: ``redi sft`` / ``redi train`` record it in the
@@ -17,28 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from redi.model_dir import TRAINING_PROMPT_FILE, read_training_prompt
+
 MATH_BENCHMARKS = ("math500", "aime24", "amc23", "minerva", "olympiadbench")
-TRAINING_PROMPT_FILE = "training_prompt.json"
 DEFAULT_MAX_NEW_TOKENS = 32768
-
-
-def write_training_prompt(model_dir: str | Path, prompt_style: str, think: bool) -> None:
-    """Record, in an exported model directory, how its training data worded problems."""
-    from redi.files import atomic_write_text
-
-    record = {"prompt_style": prompt_style, "think": think}
-    atomic_write_text(Path(model_dir) / TRAINING_PROMPT_FILE, json.dumps(record) + "\n")
-
-
-def read_training_prompt(model_dir: str | Path) -> dict | None:
-    path = Path(model_dir) / TRAINING_PROMPT_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        return {"prompt_style": str(record["prompt_style"]), "think": bool(record["think"])}
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a training prompt record ({err})") from err
 
 
 def default_grader(benchmark: str) -> str:

@@ -26,9 +26,9 @@ from redi.files import (
     make_output_dir,
     sha256_of,
 )
+from redi.grading.answers import grade
 from redi.model_dir import check_model_dir, model_fingerprint
 
-from .answers import grade
 from .benchmarks import Problem, detect_benchmark, load_benchmark
 from .defaults import default_grader
 from .generation import SamplingSettings, make_generator, sample_seed

@@ -1,2 +1,3 @@
-"""Integrations of the fused losses into other trainers (each needs its own extra):
-``redi.integrations.trl`` (extra ``trl``)."""
+"""Adapters of the fused losses to other libraries: ``redi.integrations.transformers`` (a
+Hugging Face model's head inputs and logit softcap; core install, no import of
+transformers) and ``redi.integrations.trl`` (TRL's trainers; extra ``trl``)."""

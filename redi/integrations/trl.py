@@ -20,8 +20,8 @@ columns, every value finite), and
 and eval datasets, and then holds no reference model) or ``"simpo"`` (``beta``,
 ``simpo_gamma``, reference-free). A plain ``DPOConfig`` works too
 and means DPO. Hidden states and head weight come from the wrapped model's own forward
-(``redi.hf_head``), so DDP and FSDP reduce the head's gradient like any other. A
-non-finite training loss stops the run before the optimizer step (``FloatingPointError``),
+(``redi.integrations.transformers``), so DDP and FSDP reduce the head's gradient like any
+other. A non-finite training loss stops the run before the optimizer step (``FloatingPointError``),
 as ``redi train`` does.
 """
 
@@ -44,9 +44,8 @@ except ImportError as err:  # one line, naming the extra
                       f"'redi[trl]'): {err}") from err
 
 from redi import losses
-from redi.hf_head import head_inputs, logit_softcap
-from redi.model_logits import with_model_softcap
-from redi.pair_logprobs import pair_logps
+from redi.integrations.transformers import head_inputs, logit_softcap, with_model_softcap
+from redi.pair_logprob_sums import pair_logprobs
 
 LOSS_TYPES = ("redi", "sigmoid", "simpo")
 IGNORE_INDEX = -100
@@ -264,8 +263,8 @@ class REDITrainer(DPOTrainer):
             hidden, weight, bias = head_inputs(reference, allow_softcap=True,
                                                input_ids=inputs["input_ids"],
                                                attention_mask=inputs["attention_mask"])
-            return pair_logps(weight, hidden, labels, bias, backend=self.loss_fn.backend,
-                              softcap=logit_softcap(reference))
+            return pair_logprobs(weight, hidden, labels, bias, backend=self.loss_fn.backend,
+                                 softcap=logit_softcap(reference))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = shifted_labels(inputs["input_ids"], inputs["completion_mask"])

@@ -17,14 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from redi.defaults import REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 from redi.functional import check_beta, check_redi_args
+from redi.loss_defaults import REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
+from redi.train.config_error import ConfigError
 from redi.train.lora import check_lora_config
 from redi.train.run_id import RUN_ID
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not fit TrainConfig."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ from redi.data.prepare import PrepareOptions, prepare_builtin_task
 from redi.data.sampler import LengthGroupedBatchSampler
 from redi.data.tokenized import content_digest, load_pairs, load_sft
 from redi.data.tokenizer import check_round_trip, load_tokenizer, string_values
-from redi.segments import PAIR_LAYOUT_KEYS
+from redi.paired_sequences import PAIR_LAYOUT_KEYS
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.distributed import Distributed, all_sum
 from redi.train.model_spec import check_positions, check_vocabulary, hf_config, model_identity

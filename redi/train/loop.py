@@ -13,6 +13,10 @@ schedule, reference, resume), then one optimizer step per iteration:
 
 At the end: a last checkpoint and a Hugging Face export in ``output_dir/final``.
 
+The functions below are these parts, in this order: ``set_up``, ``resume``, ``train_step``
+(items 1-4 but the checkpoint), ``checkpoint``, ``finish_run``; ``_train``, at the bottom,
+runs them.
+
 A run starts only in an output directory that is its own, new or empty (unless
 ``overwrite=true``), and resumes from its own checkpoints only (``redi.train.run_dir``).
 """
@@ -25,7 +29,9 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -201,7 +207,38 @@ def parameters_finite(model: torch.nn.Module) -> bool:
     return math.isfinite(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
 
 
-def _train(config: TrainConfig, env: Distributed) -> Path:
+@dataclass
+class Run:
+    """What a run holds between its steps: built by ``set_up``, advanced by ``resume`` and
+    ``train_step``, saved by ``checkpoint``, ended by ``finish_run``."""
+
+    config: TrainConfig
+    env: Distributed
+    out: Path
+    claim: RunClaim
+    data: TrainData
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    trained: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    total_steps: int
+    reference: CachedReference | OnlineReference | None
+    base_model: str | None  # the starting model's identity, where a resume builds on it
+    step: int = 0
+    tokens_seen: int = 0
+    saved_step: int | None = None  # the step of the last checkpoint this process wrote/read
+    log: Any = None  # the RunLog, opened by _train once the start step is known
+
+    def loss_backend(self) -> str:
+        """What loss_backend runs now: auto may fall back from Triton."""
+        return resolved_backend(self.config.loss_backend, self.env.device,
+                                compute_dtype(self.config, self.env.device))
+
+
+def set_up(config: TrainConfig, env: Distributed) -> tuple[Run, Path | None]:
+    """The run at step 0 (seeds, claimed output directory, config.yaml, data, model, loss,
+    optimizer, schedule, reference) and the checkpoint it resumes from (None: none)."""
     config, lowered = fit_micro_batch(config, env.world_size)
     if lowered and env.is_main:
         print(f"redi: {lowered}", file=sys.stderr)
@@ -229,101 +266,119 @@ def _train(config: TrainConfig, env: Distributed) -> Path:
     if resume_from is not None:
         check_base_model(config, resume_from, base)  # before a reference is built on it
     reference = make_reference(config, data, env, model, total_steps)
+    run = Run(config, env, out, claim, data, model, loss_fn, trained, optimizer, scheduler,
+              total_steps, reference, base)
+    return run, resume_from
 
-    step, tokens_seen = 0, 0
-    if resume_from is not None:
-        meta, sampler_state = load_checkpoint(resume_from, model, optimizer, scheduler)
-        if meta.get("loss") != config.loss:
-            raise CheckpointError(f"{resume_from} was written by a {meta.get('loss')} run, "
-                                  f"not {config.loss}: use another output_dir or resume=never")
-        try:
-            data.load_state_dict(sampler_state)
-        except ValueError as err:  # the data, seed or process count changed since
-            raise CheckpointError(f"cannot resume from {resume_from}: {err}") from err
-        step, tokens_seen = meta["step"], meta["tokens_seen"]
-    saved_step = step if resume_from is not None else None
 
-    log = RunLog(out, total_steps, step, env.is_main, config.progress, config.tensorboard,
-                 description=f"{config.loss} ({env.world_size} proc)")
-    if resume_from is not None:
-        log.message(f"resumed from {resume_from} at step {step}")
-
-    def loss_backend():  # what loss_backend runs now: auto may fall back from Triton
-        return resolved_backend(config.loss_backend, env.device,
-                                compute_dtype(config, env.device))
-    log.message(f"loss backend: {loss_backend()} (loss_backend={config.loss_backend})")
-    stop = StopRequest()
-
-    def checkpoint():
-        nonlocal saved_step
-        state = {"scheduler": scheduler.state_dict(), "tokens_seen": tokens_seen,
-                 "loss": config.loss, "base_model": base}
-        saved_step = step
-        return save_checkpoint(out, step, model, optimizer, state, data.state_dict(),
-                               config.keep_last, run_id=claim.run_id)
-
+def resume(run: Run, resume_from: Path) -> None:
+    """Load a checkpoint into the run: weights, optimizer, schedule, sampler, step."""
+    meta, sampler_state = load_checkpoint(resume_from, run.model, run.optimizer, run.scheduler)
+    if meta.get("loss") != run.config.loss:
+        raise CheckpointError(f"{resume_from} was written by a {meta.get('loss')} run, "
+                              f"not {run.config.loss}: use another output_dir or resume=never")
     try:
-        while step < total_steps:
-            started = time.perf_counter()
-            micro_batches = data.next_step()
-            normalizer = data.loss_normalizer(micro_batches)
-            metrics = StepMetrics(env.device, config.loss)
-            for batch in micro_batches:
-                loss_kwargs = data.loss_kwargs(batch, normalizer)
-                if reference is not None:
-                    ref_chosen, ref_rejected = reference(batch)
-                    loss_kwargs.update(ref_chosen_logps=ref_chosen,
-                                       ref_rejected_logps=ref_rejected)
-                loss, batch_metrics = model(batch, loss_fn, **loss_kwargs)
-                loss.backward()
-                metrics.add(loss, batch_metrics, batch)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
-            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
-                              else grad_norm)
-            reduced = metrics.reduce(env.world_size)
-            if not (math.isfinite(reduced["loss"]) and math.isfinite(grad_norm)):
-                kept = list_checkpoints(out, claim.run_id)
-                raise TrainingDiverged(
-                    f"step {step + 1}: loss {reduced['loss']}, grad norm {grad_norm}; "
-                    f"stopped before the optimizer step. Last good checkpoint: "
-                    f"{kept[-1] if kept else 'none'}")
-            logged = (step + 1) % config.log_every == 0 or step + 1 == total_steps
-            if logged:
-                moved = step_with_update_norm(optimizer, model)
-            else:
-                optimizer.step()
-            if not parameters_finite(model):
-                kept = list_checkpoints(out, claim.run_id)
-                raise TrainingDiverged(
-                    f"step {step + 1}: the optimizer step made parameters non-finite (lr "
-                    f"{scheduler.get_last_lr()[0]}, grad norm {grad_norm}). Last good "
-                    f"checkpoint: {kept[-1] if kept else 'none'}")
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += int(reduced["tokens"])
-            elapsed = time.perf_counter() - started
-            if logged:
-                log.step(step, {**reduced, "lr": scheduler.get_last_lr()[0],
+        run.data.load_state_dict(sampler_state)
+    except ValueError as err:  # the data, seed or process count changed since
+        raise CheckpointError(f"cannot resume from {resume_from}: {err}") from err
+    run.step, run.tokens_seen = meta["step"], meta["tokens_seen"]
+    run.saved_step = run.step
+
+
+def train_step(run: Run) -> None:
+    """One optimizer step (items 1-4 of the module docstring, but the checkpoint)."""
+    config, env, model = run.config, run.env, run.model
+    started = time.perf_counter()
+    micro_batches = run.data.next_step()
+    normalizer = run.data.loss_normalizer(micro_batches)
+    metrics = StepMetrics(env.device, config.loss)
+    for batch in micro_batches:
+        loss_kwargs = run.data.loss_kwargs(batch, normalizer)
+        if run.reference is not None:
+            ref_chosen, ref_rejected = run.reference(batch)
+            loss_kwargs.update(ref_chosen_logps=ref_chosen,
+                               ref_rejected_logps=ref_rejected)
+        loss, batch_metrics = model(batch, run.loss_fn, **loss_kwargs)
+        loss.backward()
+        metrics.add(loss, batch_metrics, batch)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.trained, config.grad_clip)
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
+                      else grad_norm)
+    reduced = metrics.reduce(env.world_size)
+    if not (math.isfinite(reduced["loss"]) and math.isfinite(grad_norm)):
+        kept = list_checkpoints(run.out, run.claim.run_id)
+        raise TrainingDiverged(
+            f"step {run.step + 1}: loss {reduced['loss']}, grad norm {grad_norm}; "
+            f"stopped before the optimizer step. Last good checkpoint: "
+            f"{kept[-1] if kept else 'none'}")
+    logged = (run.step + 1) % config.log_every == 0 or run.step + 1 == run.total_steps
+    if logged:
+        moved = step_with_update_norm(run.optimizer, model)
+    else:
+        run.optimizer.step()
+    if not parameters_finite(model):
+        kept = list_checkpoints(run.out, run.claim.run_id)
+        raise TrainingDiverged(
+            f"step {run.step + 1}: the optimizer step made parameters non-finite (lr "
+            f"{run.scheduler.get_last_lr()[0]}, grad norm {grad_norm}). Last good "
+            f"checkpoint: {kept[-1] if kept else 'none'}")
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    run.tokens_seen += int(reduced["tokens"])
+    elapsed = time.perf_counter() - started
+    if logged:
+        run.log.step(run.step, {**reduced, "lr": run.scheduler.get_last_lr()[0],
                                 "update_norm": moved,
                                 "grad_norm": grad_norm, "tokens_per_s": reduced["tokens"] /
-                                elapsed, "tokens_seen": tokens_seen,
+                                elapsed, "tokens_seen": run.tokens_seen,
                                 "peak_mem_gb": peak_memory_gb(env.device),
-                                "loss_backend": loss_backend()})
+                                "loss_backend": run.loss_backend()})
+
+
+def checkpoint(run: Run) -> Path:
+    """Save the run at its current step (keeping the last ``keep_last``)."""
+    state = {"scheduler": run.scheduler.state_dict(), "tokens_seen": run.tokens_seen,
+             "loss": run.config.loss, "base_model": run.base_model}
+    run.saved_step = run.step
+    return save_checkpoint(run.out, run.step, run.model, run.optimizer, state,
+                           run.data.state_dict(), run.config.keep_last, run_id=run.claim.run_id)
+
+
+def finish_run(run: Run) -> Path:
+    """A last checkpoint (unless this step has one) and the Hugging Face export."""
+    if run.saved_step != run.step:
+        checkpoint(run)
+    final = run.out / "final"
+    export_hf(run.model, run.data.tokenizer, final, run.env.is_main, run.config.export_adapter,
+              overwrite=run.config.overwrite, training_prompt=run.data.training_prompt)
+    run.log.message(f"done: {run.step} steps, export in {final}")
+    return final
+
+
+def _train(config: TrainConfig, env: Distributed) -> Path:
+    run, resume_from = set_up(config, env)
+    if resume_from is not None:
+        resume(run, resume_from)
+    config = run.config
+    run.log = RunLog(run.out, run.total_steps, run.step, env.is_main, config.progress,
+                     config.tensorboard, description=f"{config.loss} ({env.world_size} proc)")
+    if resume_from is not None:
+        run.log.message(f"resumed from {resume_from} at step {run.step}")
+    run.log.message(f"loss backend: {run.loss_backend()} (loss_backend={config.loss_backend})")
+    stop = StopRequest()
+    try:
+        while run.step < run.total_steps:
+            train_step(run)
             if not all_true(not stop.requested, env.device):
-                path = checkpoint()
-                log.message(f"stopped by signal at step {step}; checkpoint {path}; "
-                            "rerun with resume=auto to continue")
+                path = checkpoint(run)
+                run.log.message(f"stopped by signal at step {run.step}; checkpoint {path}; "
+                                "rerun with resume=auto to continue")
                 return path
-            if config.save_every and step % config.save_every == 0 and step < total_steps:
-                checkpoint()
-        if saved_step != step:
-            checkpoint()
-        final = out / "final"
-        export_hf(model, data.tokenizer, final, env.is_main, config.export_adapter,
-                  overwrite=config.overwrite, training_prompt=data.training_prompt)
-        log.message(f"done: {step} steps, export in {final}")
-        return final
+            if config.save_every and run.step % config.save_every == 0 \
+                    and run.step < run.total_steps:
+                checkpoint(run)
+        return finish_run(run)
     finally:
         stop.restore()
-        log.close()
+        run.log.close()

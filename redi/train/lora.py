@@ -8,7 +8,7 @@ checkpoint records its identity by content, so another model at the same path is
 ``redi.train.loop.base_model``). DPO's
 reference is the same model with its adapters disabled (``AdaptersDisabled``), never a
 second copy. An adapter on the LM head is refused: the fused loss takes the head's weight,
-which would not include it (``redi.hf_head``). The export is the merged model,
+which would not include it (``redi.integrations.transformers``). The export is the merged model,
 W + (lora_alpha / r) B A per adapted layer (``merged_state``), or with ``export_adapter``
 the adapter alone (PEFT's ``adapter_model.safetensors`` + ``adapter_config.json``).
 """

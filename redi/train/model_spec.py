@@ -17,10 +17,14 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redi.model_dir import model_fingerprint
 from redi.train import model_descriptions
-from redi.train.config import ConfigError, TrainConfig
+from redi.train.config_error import ConfigError
+
+if TYPE_CHECKING:  # for annotations only: config imports this module when it checks a recipe
+    from redi.train.config import TrainConfig
 
 DEFAULT_MODEL_TYPE = "qwen2"
 

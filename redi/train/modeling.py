@@ -1,11 +1,12 @@
 """The model: load or build a Hugging Face causal LM, shard it with FSDP2, export it back.
 
 ``CausalLMWithFusedLoss`` is the FSDP2 root. Its forward runs the causal LM's own forward
-(``redi.hf_head.head_inputs``: the logits of one position only) and a fused loss on the
-last hidden state, so the root's hooks have the lm_head weight (or the tied embedding)
-unsharded while the loss uses it, and reduce-scatter its gradient afterwards; with tied
-embeddings, the embedding and head gradients add up in the one parameter. The LM may be a
-PEFT model (LoRA, see ``redi.train.lora``): its forward runs the adapters.
+(``redi.integrations.transformers.head_inputs``: the logits of one position only) and a
+fused loss on the last hidden state, so the root's hooks have the lm_head weight (or the
+tied embedding) unsharded while the loss uses it, and reduce-scatter its gradient
+afterwards; with tied embeddings, the embedding and head gradients add up in the one
+parameter. The LM may be a PEFT model (LoRA, see ``redi.train.lora``): its forward runs the
+adapters.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from transformers import AutoModelForCausalLM
 
 from redi.data.tokenizer import auto_tokenizer_mismatch
-from redi.eval.defaults import write_training_prompt
 from redi.files import full_disk_reported, replace_dir
-from redi.hf_head import head_inputs
-from redi.model_dir import check_model_dir
-from redi.model_logits import model_softcap, with_model_softcap
+from redi.integrations.transformers import head_inputs, model_softcap, with_model_softcap
+from redi.model_dir import check_model_dir, write_training_prompt
 from redi.train import lora, packed_attention
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.export_dir import check_export_target, check_finite, mark_export
@@ -89,7 +88,7 @@ class CausalLMWithFusedLoss(torch.nn.Module):
     The model's final-logit softcap (``final_logit_softcapping``, Gemma) is read from its
     config and handed to every loss: a fused loss without one takes the model's, a loss
     function gets it as ``softcap=``, and a loss that would ignore it or use another value is
-    an error (``redi.model_logits.with_model_softcap``).
+    an error (``redi.integrations.transformers.with_model_softcap``).
     """
 
     def __init__(self, lm):

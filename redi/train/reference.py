@@ -23,8 +23,8 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from redi.files import atomic_path
-from redi.pair_logprobs import pair_logps
-from redi.segments import PAIR_LAYOUT_KEYS
+from redi.pair_logprob_sums import pair_logprobs
+from redi.paired_sequences import PAIR_LAYOUT_KEYS
 
 CACHE_FILE = "reference_logps.safetensors"
 
@@ -39,7 +39,7 @@ class OnlineReference:
 
     @torch.no_grad()
     def __call__(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(batch, pair_logps, backend=self.backend, **_layout(batch))
+        return self.model(batch, pair_logprobs, backend=self.backend, **_layout(batch))
 
 
 class CachedReference:

@@ -9,7 +9,7 @@ response has no answer. The graders differ in where they look and how they compa
   ``</think>``, only the text after the last one is read (a box inside the thinking does not
   count); the answer is correct if it matches any of the reference answers, either as equal
   strings after the mathd normalization or as expressions sympy finds equal
-  (``redi.eval.rllm_grader``).
+  (``redi.grading.rllm_grader``).
 * ``"math-verify"``: the last box anywhere in the response, checked against each reference
   with the ``math-verify`` package.
 * ``"exact"`` (the built-in task): the text after ``</think>`` as for rllm; the answer and a

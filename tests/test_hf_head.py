@@ -1,4 +1,5 @@
-"""redi.integrations.transformers (head_inputs): the fused loss's (hidden, weight, bias) through the model's own forward."""
+"""redi.integrations.transformers.head_inputs: the fused loss's (hidden, weight, bias)
+through the model's own forward."""
 
 import copy
 

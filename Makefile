@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints-cpu.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-latest demo install lock lint gpu-check compile-check
+.PHONY: test test-fast test-latest demo install lock lint gpu-check compile-check
 
 install: $(STAMP)
 
@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml setup.py $(LOCK)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# The suite without the tests marked slow (multi-process, end-to-end, benchmark smoke runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 # The suite against the newest releases of everything but torch and triton (a throwaway
 # .venv-latest), to see an upstream break before the lock moves. Not part of CI. A failure is
@@ -63,4 +67,4 @@ gpu-check:
 
 # Compile every Triton kernel variant for sm_80 and sm_90 (no GPU needed; several minutes).
 compile-check: $(STAMP)
-	$(PY) -m pytest -q -m triton_compile tests/test_triton_compile.py
+	$(PY) -m pytest -q -m triton_compile tests/kernels/test_triton_compile.py

@@ -45,7 +45,7 @@ at four sizes of a small Qwen2 (a 30k-parameter one that measures the runtime, t
 activation-, balanced- and weight-dominated), with ``MALLOC_MMAP_THRESHOLD_=65536`` (freed
 blocks leave the resident set) and with glibc's default allocator, which keeps freed heap
 blocks resident and so measures more than the plan; the activation term matches autograd's
-saved tensors (tests/test_plan.py). Read a CPU plan as a slight lower bound. Untested (no
+saved tensors (tests/train/test_plan.py). Read a CPU plan as a slight lower bound. Untested (no
 GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the Triton block size, FSDP2's
 all-gather and reduce-scatter buffers under NCCL, AdamW's multi-tensor temporaries, the CUDA
 context and allocator fragmentation, CPU offload, more than one process.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "bench" / "gpu.sh"
+SCRIPT = Path(__file__).parents[2] / "bench" / "gpu.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("nvidia-smi") is not None,
                                 reason="a real nvidia-smi is here: run bench/gpu.sh itself")

@@ -10,13 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "bench"
+import pytest
+
+BENCH = Path(__file__).parents[2] / "bench"
 
 
 def _positive(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_quick_run_writes_complete_results(tmp_path):
     done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=900)
@@ -66,6 +69,7 @@ def test_quick_run_writes_complete_results(tmp_path):
     assert head["ours"]["time_s_vs_floor"] == head["ours"]["time_s"] / floor["time_s"]
 
 
+@pytest.mark.slow
 def test_head_time_section_times_the_head_alone(tmp_path):
     """``--sections head-time``: the time per token at the head, without the memory search."""
     done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--sections",

@@ -78,6 +78,7 @@ def test_split_problems_in_two_worker_processes(tmp_path):
     assert "Split problems: Stage 1 on" in (tmp_path / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_teacher_pipeline_at_a_small_size(tmp_path):
     settings = TeacherSettings(rule_problems=150, steps=2, checkpoint=2, base_checkpoint=1,
                                problems=6, generations=2, max_new_tokens=24, batch_size=4)
@@ -141,7 +142,7 @@ def test_report_remakes_the_committed_results(tmp_path):
 
     from redi.demo.report import plot_curves, results_table
 
-    docs = Path(__file__).parents[1] / "docs" / "demo"
+    docs = Path(__file__).parents[2] / "docs" / "demo"
     results = json.loads((docs / "results.json").read_text())
     assert results_table(results) + "\n" == (docs / "results.md").read_text()
     png = plot_curves(tmp_path / "curves.png", results).read_bytes()

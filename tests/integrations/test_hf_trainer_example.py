@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "hf_trainer_redi.py"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "hf_trainer_redi.py"
 
 
 def load_example():

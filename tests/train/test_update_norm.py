@@ -16,7 +16,7 @@ from redi.train import lora
 from redi.train.config import TrainConfig
 from redi.train.step_metrics import step_with_update_norm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def snapshot_norm_step(optimizer, model) -> float:

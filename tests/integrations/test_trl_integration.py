@@ -17,7 +17,7 @@ from redi import functional as LF
 
 pytest.importorskip("trl")
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 WORKER = REPO / "tests" / "workers" / "trl_step_grads.py"
 spec = importlib.util.spec_from_file_location("trl_step_grads", WORKER)
 worker = importlib.util.module_from_spec(spec)

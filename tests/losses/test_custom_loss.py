@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "custom-loss.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "custom-loss.md"
 
 
 def _example_class():

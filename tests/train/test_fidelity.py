@@ -19,7 +19,7 @@ from redi.train.config import ConfigError, build_config
 from redi.train.loader import make_formatter
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 SMALL = ["global_batch_size=8", "micro_batch_size=4", "max_length=160", "progress=false",
          "dtype=fp32"]
 

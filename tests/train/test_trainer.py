@@ -25,7 +25,7 @@ from redi.data.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 TINY_MODEL = [
     "model_config.model_type=qwen2", "model_config.vocab_size=384",
     "model_config.hidden_size=32", "model_config.intermediate_size=64",

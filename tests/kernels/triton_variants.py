@@ -15,8 +15,8 @@ its configs are the tiles the launch may pick. Both are read from ``triton_impl`
 For each variant and target the configs are compiled in the order declared until one fits
 the target's shared memory per block (``--every-config``: all of them). A launch whose
 config needs more is skipped by the autotuner, or fails outright if no config fits: that is
-what this guards against. Run ``python tests/triton_variants.py`` for the table; the test is
-``tests/test_triton_compile.py``. ``TRITON_INTERPRET`` must be unset (it swaps in the
+what this guards against. Run ``python tests/kernels/triton_variants.py`` for the table; the test is
+``tests/kernels/test_triton_compile.py``. ``TRITON_INTERPRET`` must be unset (it swaps in the
 interpreter's single small config), so this runs in its own process.
 """
 

@@ -129,6 +129,7 @@ def test_unknown_format_is_an_error(tmp_path, capsys):
         f"redi prepare: error: {source}: row 1: cannot tell the input format")
 
 
+@pytest.mark.slow
 def test_100k_traces_prepare_within_60_seconds(tmp_path, capsys):
     raw = write_task(tmp_path, num_problems=25_000, num_test=10, seed=1, task="slips",
                      generations=4)["raw"]

@@ -35,6 +35,7 @@ def test_redi_trainer_loss_decreases():
     assert last < first - 0.5, losses
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch():
     """Under torchrun the Trainer wraps the model in DDP: 2 processes x 4 pairs must log the
     losses of 1 process x 8 pairs (the same pairs each step), which needs compute_loss to go

@@ -68,6 +68,7 @@ def _equal_pairs(make, dtype, weight_decay):
     return out
 
 
+@pytest.mark.slow
 def test_update_norm_over_fsdp2_shards_is_the_full_changes_norm():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(

@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 
 from redi.files import sha256_of
-from redi.train.export_dir import EXPORT_MARKER
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+EXPORT_MARKER = "redi_export.json"  # written by redi export (redi.train.export_dir)
 TRAINING_PROMPT_FILE = "training_prompt.json"
 
 

@@ -106,12 +106,25 @@ def test_no_import_cycle(folder, package):
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("folder", ["data", "train"])
-def test_data_and_train_do_not_import_eval(folder):
-    """Layers point down: data and training use the graders (``redi.grading``) and the model
-    directory records (``redi.model_dir``), never the evaluation package."""
+# Each layer of the package and the layers above it, which it must never import.
+UPPER = ("redi.data", "redi.train", "redi.eval", "redi.demo")
+LAYERS = {
+    "redi/*.py": UPPER,  # the library: losses, functional, model_dir, files, run_lock, ...
+    "redi/grading/*.py": UPPER,
+    "redi/integrations/*.py": UPPER,
+    "redi/data/*.py": UPPER[1:],
+    "redi/train/*.py": UPPER[2:],
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(LAYERS))
+def test_layers_point_down(pattern):
+    """Data and training use the graders (``redi.grading``) and the model directory records
+    (``redi.model_dir``), never the evaluation package; the library layer imports none of
+    the application's packages (``redi/cli.py`` dispatches to all of them and is left out)."""
+    above = LAYERS[pattern]
     uses = {f"{path.relative_to(ROOT)}: {name}"
-            for path in sorted((ROOT / "redi" / folder).rglob("*.py"))
-            for name in imported_modules(path, f"redi.{folder}")
-            if name == "redi.eval" or name.startswith("redi.eval.")}
-    assert not uses, "imports of redi.eval: " + ", ".join(sorted(uses))
+            for path in sorted(ROOT.glob(pattern)) if path.name != "cli.py"
+            for name in imported_modules(path, ".".join(path.relative_to(ROOT).parts[:-1]))
+            if name.startswith(tuple(f"{layer}." for layer in above)) or name in above}
+    assert not uses, "imports of an upper layer: " + ", ".join(sorted(uses))

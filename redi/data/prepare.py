@@ -67,7 +67,7 @@ from redi.data.validation import (
     preference_row,
 )
 from redi.files import full_disk_reported
-from redi.train.run_lock import RunLock
+from redi.run_lock import RunLock
 
 PROGRESS_MIN_ROWS = 10_000
 OUTPUTS = {"openr1": ("sft", "pairs"), "messages": ("sft",), "preference": ("pairs",)}

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from redi.files import listing
+from redi.model_dir import EXPORT_MARKER
 from redi.train.run_id import RUN_CONFIG, stored_run_id
 
-EXPORT_MARKER = "redi_export.json"
 CHECKPOINT_FILES = {"trainer.json", ".metadata"}  # redi's, and any DCP checkpoint's
 
 

@@ -37,6 +37,7 @@ import torch
 
 from redi import losses, resolved_backend
 from redi.files import OutputError, atomic_write_text
+from redi.run_lock import RunLock
 from redi.train import lora
 from redi.train.checkpoint import (
     CheckpointError,
@@ -54,7 +55,6 @@ from redi.train.modeling import build_model, compute_dtype, export_hf
 from redi.train.reference import CachedReference, OnlineReference
 from redi.train.run_config import changed_training_keys
 from redi.train.run_dir import RunClaim, claim_output_dir
-from redi.train.run_lock import RunLock
 from redi.train.run_log import RunLog
 from redi.train.step_metrics import StepMetrics, step_with_update_norm
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch.distributed as dist
 
 from redi.files import listing
+from redi.run_lock import LOCK_FILE
 from redi.train.checkpoint import checkpoint_root, checkpoint_run_id
 from redi.train.config import ConfigError, TrainConfig
 from redi.train.export_dir import check_export_target
 from redi.train.reference import CACHE_FILE
 from redi.train.run_id import new_run_id, stored_run_id
-from redi.train.run_lock import LOCK_FILE
 
 # What a new run may find in its output directory.
 REUSABLE = frozenset({LOCK_FILE, CACHE_FILE})

@@ -131,7 +131,7 @@ def test_outputs_are_swapped_in_together(tmp_path, monkeypatch):
 
 def test_output_dir_faults_are_one_line(tmp_path, capsys, monkeypatch):
     """An output path that is a file, a directory another prepare holds, a full disk."""
-    from redi.train.run_lock import RunLock
+    from redi.run_lock import RunLock
 
     source = tmp_path / "in.jsonl"
     source.write_text(_row("a") + "\n")

@@ -244,7 +244,7 @@ def test_metrics_hold_each_step_once_after_a_resume(data_dir, tmp_path):
 
 
 def test_run_lock_detects_a_stale_pid(tmp_path):
-    from redi.train.run_lock import OutputDirInUse, RunLock
+    from redi.run_lock import OutputDirInUse, RunLock
 
     with RunLock(tmp_path):
         with pytest.raises(OutputDirInUse, match="in use by another run"):

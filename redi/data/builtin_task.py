@@ -19,6 +19,11 @@ correctly from the wrong state, so it differs from the correct trace in a few st
 * ``forgot_carry``: the carry announced by the previous column is not added;
 * ``dropped_carry``: a column's carry is never written down, so it is lost.
 
+A trace comes in one of two styles (``STYLES``): *verbose*, above, writes each column's
+terms and sum; *terse* writes only what each column puts down (``units: write 2, carry 1``),
+so the sums are done "in the head". ``trace_style`` tells them apart from the text (the one
+place a trace's style is judged: data statistics and evaluation both use it).
+
 Every mistake changes the final answer. A trace of c columns is wrong with probability
 ``1 - (1 - column_error) ** c`` (its one mistake drawn uniformly from those possible), so
 longer sums are wrong more often; with the defaults about 43% of the traces are wrong.
@@ -39,6 +44,7 @@ import gzip
 import hashlib
 import json
 import random
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,8 +57,13 @@ COLUMN_NAMES = ("units", "tens", "hundreds", "thousands")
 MISTAKES = ("slip", "dropped_term", "forgot_carry", "dropped_carry")
 SPLIT_SHARE = 10  # by operand hash: residue 0 -> test, 1 -> validation, the rest -> train
 HELD_OUT_SPLITS = ("test", "validation")
-TASKS = ("teacher", "slips")  # the teacher model's verified samples | injected slips
-DEFAULT_TASK = "teacher"
+# The built-in tasks: a teacher model's verified samples in two styles of unequal reliability
+# (the default) | a teacher model's verified samples in one style | injected slips.
+TASKS = ("styles", "addition", "slips")
+DEFAULT_TASK = "styles"
+TEACHER_TASKS = ("styles", "addition")  # tasks whose rows are a shipped teacher's samples
+STYLES = ("verbose", "terse")
+OTHER_STYLE = "other"  # a trace whose first column line is in neither style
 # The one place the built-in task's size is set (the trainer's data=builtin, `redi prepare
 # --builtin` and `redi demo` all read these).
 DEFAULT_PROBLEMS = 2000  # training problems (4 teacher traces each)
@@ -151,21 +162,41 @@ def answer_of(columns: list[Column]) -> str:
     return "".join(str(c.write) for c in reversed(columns))
 
 
-def render_trace(columns: list[Column]) -> str:
-    """The teacher's text for a column solution."""
+def render_trace(columns: list[Column], style: str = "verbose") -> str:
+    """The teacher's text for a column solution, in one of ``STYLES``."""
+    if style not in STYLES:
+        raise ValueError(f"unknown trace style {style!r}; choose one of {', '.join(STYLES)}")
     lines = []
     for c in columns:
-        line = f"{c.name}: {' + '.join(map(str, c.terms))} = {c.total}, write {c.write}"
+        sum_text = f"{' + '.join(map(str, c.terms))} = {c.total}, " if style == "verbose" else ""
+        line = f"{c.name}: {sum_text}write {c.write}"
         lines.append(line + (f", carry {c.carry}" if c.carry else ""))
     return "<think>\n" + "\n".join(lines) + "\n</think>\n\\boxed{" + answer_of(columns) + "}"
 
 
-def teacher_trace(rng: random.Random, operands: tuple[int, ...], column_error: float) -> str:
-    """One teacher generation: at most one mistake, each column erring with column_error."""
+_FIRST_COLUMN = re.compile(rf"{COLUMN_NAMES[0]}: (?:(write)|\d+(?: \+ \d+)+ = \d+, write)")
+
+
+def trace_style(text: str) -> str:
+    """The style of a trace or model output: "verbose" or "terse" by its first column line
+    (where a writer commits to a style: ``units: 8 + 4 = 12, write`` or ``units: write``),
+    ``OTHER_STYLE`` when that line is in neither."""
+    match = _FIRST_COLUMN.search(text)
+    if match is None:
+        return OTHER_STYLE
+    return "terse" if match.group(1) else "verbose"
+
+
+def teacher_trace(rng: random.Random, operands: tuple[int, ...], column_error: float,
+                  terse_share: float = 0.0) -> str:
+    """One teacher generation: terse with probability ``terse_share`` (no draw when it is 0,
+    so the verbose-only streams stay as they were), at most one mistake, each column erring
+    with column_error."""
+    style = "terse" if terse_share and rng.random() < terse_share else "verbose"
     width = len(str(max(operands)))
     if rng.random() >= 1 - (1 - column_error) ** width:
-        return render_trace(solve(operands))
-    return render_trace(solve(operands, rng.choice(possible_mistakes(operands))))
+        return render_trace(solve(operands), style)
+    return render_trace(solve(operands, rng.choice(possible_mistakes(operands))), style)
 
 
 def train_operands(num_problems: int, seed: int = 0, max_operands: int = 3,
@@ -182,13 +213,15 @@ def train_operands(num_problems: int, seed: int = 0, max_operands: int = 3,
 
 
 def openr1_row(operands: tuple[int, ...], traces: list[str], row_uuid: str) -> dict:
-    """One row in the OpenR1-Math-Raw schema; the verdicts all equal ``verify``."""
+    """One row in the OpenR1-Math-Raw schema; the verdicts all equal ``verify``; ``styles``
+    (an extra field) holds each trace's ``trace_style``."""
     answer = str(sum(operands))
     verdicts = [verify(t, answer) for t in traces]
     return {
         "problem": problem_text(operands),
         "answer": answer,
         "generations": traces,
+        "styles": [trace_style(t) for t in traces],
         "correctness": {
             "llama_verification": verdicts,
             "math_verify_answer": list(verdicts),
@@ -202,13 +235,16 @@ def openr1_row(operands: tuple[int, ...], traces: list[str], row_uuid: str) -> d
 
 def generate_rows(num_problems: int, seed: int = 0, generations: int = 4,
                   column_error: float = 0.2, max_operands: int = 3, max_digits: int = 3,
-                  excluded: tuple[str, ...] = HELD_OUT_SPLITS) -> Iterator[dict]:
+                  excluded: tuple[str, ...] = HELD_OUT_SPLITS,
+                  terse_share: float = 0.0) -> Iterator[dict]:
     """Injected-slip training rows in the OpenR1-Math-Raw schema (never a problem of the
-    ``excluded`` splits); ``column_error=0`` gives rule-generated correct traces only."""
+    ``excluded`` splits); ``column_error=0`` gives rule-generated correct traces only, a
+    share ``terse_share`` of them terse."""
     rng = random.Random(seed)
     for operands in train_operands(num_problems, max_operands=max_operands,
                                    max_digits=max_digits, rng=rng, excluded=excluded):
-        traces = [teacher_trace(rng, operands, column_error) for _ in range(generations)]
+        traces = [teacher_trace(rng, operands, column_error, terse_share)
+                  for _ in range(generations)]
         yield openr1_row(operands, traces, str(uuid.UUID(int=rng.getrandbits(128))))
 
 
@@ -273,18 +309,37 @@ def _write_jsonl(path: Path, rows) -> Path:
     return path
 
 
-TEACHER_ROWS = Path(__file__).parent / "builtin-teacher.jsonl.gz"
-BASE_MODEL = Path(__file__).parent / "builtin-base"  # the student's starting point
+def teacher_rows_path(task: str) -> Path:
+    """The shipped teacher samples of a teacher task (``python -m redi.demo.teacher --task
+    TASK`` regenerates them)."""
+    return Path(__file__).parent / f"builtin-{task}-teacher.jsonl.gz"
 
 
-def teacher_rows(num_problems: int, path: str | Path = TEACHER_ROWS) -> list[dict]:
-    """The first ``num_problems`` rows sampled from the teacher model (shipped with the
-    package; ``python -m redi.demo.teacher`` regenerates them)."""
+def base_model(task: str) -> Path:
+    """The student's starting point for a task: an early checkpoint of its teacher's run
+    (task "slips" has no teacher model of its own and starts from "addition"'s)."""
+    return Path(__file__).parent / f"builtin-{task if task in TEACHER_TASKS else 'addition'}-base"
+
+
+def teacher_rows(num_problems: int, task: str = DEFAULT_TASK,
+                 path: str | Path | None = None) -> list[dict]:
+    """The first ``num_problems`` rows sampled from a task's teacher model (shipped with the
+    package unless ``path`` is given). Task "styles" needs every row's ``styles`` (one of
+    ``STYLES`` or ``OTHER_STYLE`` per generation)."""
+    path = Path(path) if path is not None else teacher_rows_path(task)
     with gzip.open(path, "rt") as f:
         rows = [json.loads(line) for line, _ in zip(f, range(num_problems))]
     if len(rows) < num_problems:
         raise ValueError(f"{path} holds {len(rows)} teacher rows, fewer than the "
                          f"{num_problems} asked for")
+    if task == "styles":
+        for number, row in enumerate(rows, 1):
+            styles = row.get("styles")
+            if (not isinstance(styles, list) or len(styles) != len(row.get("generations", ()))
+                    or any(s not in (*STYLES, OTHER_STYLE) for s in styles)):
+                raise ValueError(f"{path} row {number}: field 'styles' must list one of "
+                                 f"{', '.join((*STYLES, OTHER_STYLE))} per generation, got "
+                                 f"{styles!r}")
     return rows
 
 
@@ -292,7 +347,7 @@ def write_task(output_dir: str | Path, num_problems: int = DEFAULT_PROBLEMS,
                num_test: int = DEFAULT_TEST, seed: int = 0, task: str = DEFAULT_TASK,
                num_validation: int = DEFAULT_VALIDATION, **task_options) -> dict[str, Path]:
     """Write the task into output_dir: ``raw.jsonl`` (training rows, OpenR1 schema: the
-    teacher model's samples for task "teacher", injected slips for task "slips"),
+    teacher model's samples for a task of ``TEACHER_TASKS``, injected slips for "slips"),
     ``test.jsonl`` and ``validation.jsonl`` (held-out problems) and ``test_pairs.jsonl``
     (held-out pairs); returns their paths under "raw", "test", "validation", "test_pairs"."""
     if task not in TASKS:
@@ -300,7 +355,7 @@ def write_task(output_dir: str | Path, num_problems: int = DEFAULT_PROBLEMS,
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     sizes = {k: v for k, v in task_options.items() if k in ("max_operands", "max_digits")}
-    rows = (teacher_rows(num_problems) if task == "teacher"
+    rows = (teacher_rows(num_problems, task) if task in TEACHER_TASKS
             else generate_rows(num_problems, seed, **task_options))
     return {
         "raw": _write_jsonl(output_dir / "raw.jsonl", rows),

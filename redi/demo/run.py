@@ -120,14 +120,15 @@ def checkpoint_curve(run: Path, evaluator: Evaluator) -> list[tuple[int, float]]
     return [*points, (last, evaluator.validation(run / "final", run / "val_eval"))]
 
 
-def stage1(root: Path, data: Path, seed: int, size: DemoSize, evaluator: Evaluator) -> dict:
-    """Train (or finish) Stage 1; its validation curve and the plateau verdict."""
+def stage1(root: Path, data: Path, seed: int, size: DemoSize, evaluator: Evaluator,
+           base: Path) -> dict:
+    """Train (or finish) Stage 1 from ``base``; its validation curve and the plateau verdict."""
     run = root / "sft"
     if not _done(run):
         batch = recipe_value("sft", "global_batch_size")
         every = _save_every(data, "sft", size.stage1_epochs, batch, size.stage1_points)
         # the shipped base replaces the recipe's from-scratch model_config
-        _train("tiny_sft.yaml", [f"data={data}", f"init_from={builtin_task.BASE_MODEL}",
+        _train("tiny_sft.yaml", [f"data={data}", f"init_from={base}",
                                  "model_config=null",
                                  f"seed={seed}", "resume=auto",
                                  "progress=false", f"output_dir={run}",
@@ -209,12 +210,13 @@ def _commit() -> str:
 
 
 def train_seed(out: Path, data: Path, seed: int, size: DemoSize,
-               plan: dict[str, list[float]], stage1_data: Path, stage2_data: Path) -> None:
+               plan: dict[str, list[float]], stage1_data: Path, stage2_data: Path,
+               base: Path) -> None:
     """One seed's Stage 1 and its Stage-2 runs at every rate of ``plan`` ({method: rates}),
     each scored on validation. Leaves everything on disk (``run_demo`` reads it back)."""
     root, evaluator = out / f"seed{seed}", Evaluator(data, size)
     print(f"[demo] seed {seed}: Stage 1", flush=True)
-    stage1(root, stage1_data, seed, size, evaluator)
+    stage1(root, stage1_data, seed, size, evaluator, base)
     for method, rates in plan.items():
         for lr in rates:
             print(f"[demo] seed {seed}: Stage 2 {method} lr {lr:g}", flush=True)
@@ -259,9 +261,11 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
     # with a grid every seed sweeps every method; without, each trains its own methods
     plans = {s: {m: grids[m] for m in stage2_methods if grid or s in seeds_of[m]}
              for s in seeds}
-    map_jobs(train_seed, [(out, data, s, size, plans[s], stage1_data, stage2_data)
+    base = builtin_task.base_model(task)
+    map_jobs(train_seed, [(out, data, s, size, plans[s], stage1_data, stage2_data, base)
                           for s in seeds], workers)
-    first = {s: stage1(out / f"seed{s}", stage1_data, s, size, evaluator) for s in seeds}
+    first = {s: stage1(out / f"seed{s}", stage1_data, s, size, evaluator, base)
+             for s in seeds}
     sweep_seeds = seeds if grid else []
     runs_at = {m: {lr: [out / f"seed{s}" / m / f"lr{lr:g}" for s in sweep_seeds]
                    for lr in grids[m]} for m in stage2_methods}

@@ -52,6 +52,8 @@ RECIPES = importlib.resources.files("redi.recipes")
 
 @dataclass(frozen=True)
 class TeacherSettings:
+    task: str = builtin_task.DEFAULT_TASK  # one of builtin_task.TEACHER_TASKS
+    terse_share: float = 0.5  # task "styles": share of terse rule traces it learns from
     rule_problems: int = 20_000  # problems whose rule-generated correct trace it learns from
     steps: int = 400  # the run's SFT schedule (linear decay to 0 at the end)
     checkpoint: int = 400  # the teacher: this step's checkpoint of the run
@@ -79,7 +81,8 @@ def train_teacher(work: Path, settings: TeacherSettings) -> Path:
     if not (rules / "stats.json").is_file():  # sft.jsonl: the correct trace of each problem
         prepare_builtin_task(rules, Formatter(load_tokenizer()), settings.rule_problems, 1,
                              settings.seed + 1, PrepareOptions(progress=False), task="slips",
-                             column_error=0.0, generations=1, num_validation=1)
+                             column_error=0.0, generations=1, num_validation=1,
+                             terse_share=settings.terse_share if settings.task == "styles" else 0)
     run = work / "model"
     wanted = [checkpoint_root(run) / f"step_{step:08d}"
               for step in (settings.base_checkpoint, settings.checkpoint)]
@@ -139,13 +142,27 @@ def sample_rows(model_dir: Path, samples_path: Path, settings: TeacherSettings) 
 
 
 def error_rates(rows: list[dict]) -> dict:
-    """Share of wrong samples, and of problems with at least one correct and one wrong."""
+    """Share of wrong samples, and of problems with at least one correct and one wrong; for
+    rows with ``styles``: each style's share of the samples, its error rate (wrong samples of
+    that style / samples of that style) and the terse share of the correct samples."""
     verdicts = [r["correctness"]["math_verify_answer"] for r in rows]
     flat = [v for vs in verdicts for v in vs]
-    return {"problems": len(rows), "samples": len(flat),
-            "wrong_samples": round(1 - sum(flat) / len(flat), 4),
-            "mixed_problems": round(sum(any(v) and not all(v) for v in verdicts) / len(rows), 4),
-            "all_wrong_problems": round(sum(not any(v) for v in verdicts) / len(rows), 4)}
+    rates = {"problems": len(rows), "samples": len(flat),
+             "wrong_samples": round(1 - sum(flat) / len(flat), 4),
+             "mixed_problems": round(sum(any(v) and not all(v) for v in verdicts) / len(rows), 4),
+             "all_wrong_problems": round(sum(not any(v) for v in verdicts) / len(rows), 4)}
+    if not all("styles" in r for r in rows):
+        return rates
+    styles = [s for r in rows for s in r["styles"]]
+    names = (*builtin_task.STYLES, builtin_task.OTHER_STYLE)
+    counts = {n: sum(s == n for s in styles) for n in names}
+    wrong = {n: sum(s == n and not ok for s, ok in zip(styles, flat, strict=True)) for n in names}
+    correct = [s for s, ok in zip(styles, flat, strict=True) if ok]
+    return rates | {
+        "style_share": {n: round(counts[n] / len(styles), 4) for n in names},
+        "error_rate_by_style": {n: round(wrong[n] / counts[n], 4) if counts[n] else None
+                                for n in names},
+        "terse_share_of_correct": round(correct.count("terse") / max(1, len(correct)), 4)}
 
 
 def save_base(model_dir: Path, output: Path) -> None:
@@ -186,21 +203,33 @@ def main(argv: list[str]) -> int:
     defaults = TeacherSettings()
     parser = argparse.ArgumentParser(prog="python -m redi.demo.teacher",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=builtin_task.TEACHER_ROWS)
-    parser.add_argument("--base-output", type=Path, default=builtin_task.BASE_MODEL,
-                        help="where the student's starting point (bf16) is written")
-    parser.add_argument("--work", type=Path, default=Path("runs/teacher"),
-                        help="the teacher's data, checkpoints and samples (reruns resume)")
+    parser.add_argument("--task", choices=builtin_task.TEACHER_TASKS,
+                        default=builtin_task.DEFAULT_TASK)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the rows (default: the task's shipped file)")
+    parser.add_argument("--base-output", type=Path, default=None,
+                        help="where the student's starting point (bf16) is written "
+                             "(default: the task's shipped base)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="the teacher's data, checkpoints and samples (reruns resume; "
+                             "default runs/teacher-TASK)")
+    parser.add_argument("--terse-share", type=float, default=defaults.terse_share,
+                        help="task styles: share of terse rule traces the teacher learns from")
     parser.add_argument("--problems", type=int, default=defaults.problems)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     args = parser.parse_args(argv)
     if args.problems < 1 or args.steps < 1 or args.temperature <= 0:
         parser.error("--problems and --steps must be >= 1 and --temperature > 0")
-    settings = TeacherSettings(problems=args.problems, steps=args.steps,
+    if not 0 <= args.terse_share <= 1:
+        parser.error(f"--terse-share must be in [0, 1], got {args.terse_share}")
+    settings = TeacherSettings(task=args.task, terse_share=args.terse_share,
+                               problems=args.problems, steps=args.steps,
                                temperature=args.temperature)
-    rates = build_teacher_rows(args.output, args.work, settings, args.base_output)
-    print(f"wrote {args.output}: {json.dumps(rates)}")
+    output = args.output or builtin_task.teacher_rows_path(args.task)
+    rates = build_teacher_rows(output, args.work or Path(f"runs/teacher-{args.task}"), settings,
+                               args.base_output or builtin_task.base_model(args.task))
+    print(f"wrote {output}: {json.dumps(rates)}")
     return 0
 
 

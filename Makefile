@@ -48,11 +48,13 @@ lock:
 	.venv-lock/bin/python -m pip freeze --all --exclude redi >> .venv-lock/lock.txt
 	mv .venv-lock/lock.txt $(LOCK) && rm -rf .venv-lock
 
-# The main job on the built-in teacher task (one seed: Stage 1, then continued SFT and REDI
-# at the committed learning rates); rerunning resumes.
-# ARGS=--compare adds symmetric REDI, DPO and SimPO; ARGS=--full reruns the learning-rate
-# sweep (5 methods x 6 rates) on 3 seeds and rewrites docs/demo/ (about 1.5 hours on 2 cores;
-# ARGS="--full --workers 3" runs the 3 seeds at once: its pieces took 56 min that way).
+# The main job on the built-in two-style teacher task "styles" (one seed: Stage 1, then more
+# SFT on the pairs' correct traces, continued SFT and REDI at the committed learning rates,
+# into runs/demo); rerunning resumes, and refuses pieces made with other settings.
+# ARGS=--compare adds symmetric REDI, DPO, SimPO and REDI with a floor; ARGS=--full reruns
+# the learning-rate sweep (7 methods x 5 rates, chosen on validation sampled pass@1) on 3
+# seeds into runs/demo-full and rewrites docs/demo/ (ARGS="--full --workers 3" runs the 3
+# seeds at once); ARGS=--quick checks the pipeline in seconds (runs/demo-quick).
 demo: $(STAMP)
 	$(PY) -m redi.cli demo $(ARGS)
 

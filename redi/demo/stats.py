@@ -8,8 +8,15 @@ A model's per-problem score is its share of correct samples, c_i (k samples of p
   diff = mean_i d_i, se = sd_i(d_i) / sqrt(n).
 * Over S seeds (the same test problems, each seed its own Stage 1 and Stage 2): diff is the
   mean of the per-seed diffs, and its standard error adds the two sources of noise,
-  se^2 = sd_i(mean_s d_si)^2 / n  (problems)  +  sd_s(diff_s)^2 / S  (training runs;
-  0 with one seed). A difference is called only where |diff| > 2 se.
+  se^2 = se_p^2 + se_s^2 with se_p^2 = sd_i(mean_s d_si)^2 / n (problems) and
+  se_s^2 = sd_s(diff_s)^2 / S (training runs; 0 with one seed).
+* The critical value is Student's t (two-sided 95 %) with the Welch-Satterthwaite degrees of
+  freedom of that sum, each part with its own: n - 1 for the problems, S - 1 for the seeds,
+  dof = (se_p^2 + se_s^2)^2 / (se_p^4 / (n - 1) + se_s^4 / (S - 1)) (a part that is 0 drops
+  out: with one seed dof = n - 1; with 3 seeds whose diffs vary much more than the problems
+  explain, dof falls towards 2 and t_crit towards 4.3). A difference is called only where
+  |diff| > t_crit se. Why not 2 se: with 3 seeds the between-seed part of se is estimated
+  from 2 degrees of freedom, and treating it as known calls differences far too often.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ import json
 import math
 import statistics
 from pathlib import Path
+
+CONFIDENCE = 0.95  # two-sided
+DOF_RULE = ("Student's t, two-sided 95 %, with the Welch-Satterthwaite degrees of freedom of "
+            "se^2 = se_problems^2 + se_seeds^2 (n - 1 for the problems, S - 1 for the seeds; "
+            "one seed: n - 1); called where |diff| > t_crit se")
 
 
 def per_problem_scores(samples_path: Path, ids: list[str], k: int) -> list[float]:
@@ -43,6 +55,22 @@ def mean_se(scores: list[float]) -> tuple[float, float]:
     return statistics.fmean(scores), _se(scores)
 
 
+def t_critical(dof: float) -> float:
+    """The two-sided ``CONFIDENCE`` critical value of Student's t with ``dof`` degrees."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + CONFIDENCE / 2, dof))
+
+
+def welch_dof(parts: list[tuple[float, int]]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of variances ``(var, dof)``; parts of
+    zero variance drop out; all zero: the largest part's dof (nothing to estimate)."""
+    total = sum(var for var, _ in parts)
+    if total == 0:
+        return float(max(dof for _, dof in parts))
+    return total ** 2 / sum(var ** 2 / dof for var, dof in parts if var > 0)
+
+
 def paired_difference(a: list[list[float]], b: list[list[float]]) -> dict:
     """A - B from per-seed per-problem scores (``a[s][i]``), as in the module docstring."""
     diffs = [[x - y for x, y in zip(sa, sb, strict=True)] for sa, sb in zip(a, b, strict=True)]
@@ -51,9 +79,21 @@ def paired_difference(a: list[list[float]], b: list[list[float]]) -> dict:
     se_problems, se_seeds = _se(per_problem), _se(per_seed)
     diff = statistics.fmean(per_seed)
     se = math.hypot(se_problems, se_seeds)
-    return {"diff": diff, "se": se, "per_seed": per_seed,
+    dof = welch_dof([(se_problems ** 2, len(per_problem) - 1)]
+                    + ([(se_seeds ** 2, len(per_seed) - 1)] if len(per_seed) > 1 else []))
+    t_crit = t_critical(dof)
+    return {"diff": diff, "se": se, "dof": dof, "t_crit": t_crit,
+            "called": abs(diff) > t_crit * se, "per_seed": per_seed,
             "per_seed_se": [_se(d) for d in diffs], "se_problems": se_problems,
-            "se_seeds": se_seeds, "called": abs(diff) > 2 * se}
+            "se_seeds": se_seeds}
+
+
+def paired_verdicts(before: list[float], after: list[float]) -> dict:
+    """The gain after - before of two models scored on the same problems, with the paired
+    standard error sd_i(after_i - before_i) / sqrt(n) and its t critical value (n - 1
+    degrees of freedom)."""
+    result = paired_difference([after], [before])
+    return {"gain": result["diff"], "gain_se": result["se"], "t_crit": result["t_crit"]}
 
 
 def mean_spread(values: list[float]) -> tuple[float, float]:

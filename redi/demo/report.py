@@ -138,7 +138,7 @@ def plot_curves(path: Path, results: dict) -> Path:
     """One figure: validation greedy accuracy vs Stage-2 step of the chosen runs, every
     method and seed; the selection metric (validation sampled pass@1 of the final model) vs
     learning rate; the terse share of those samples vs learning rate (both: mean over the
-    seeds, bars: min to max, every method)."""
+    seeds, bars: min to max, every method; dashed: Stage 1's, where every method starts)."""
     with panels(path, 3, (19, 4.5)) as (_, axes):
         _plot_chosen_runs(axes[0], results)
         _plot_sweep(axes[1], results, SELECTION_METRIC,
@@ -163,6 +163,11 @@ def _plot_chosen_runs(ax, results: dict) -> None:
 
 
 def _plot_sweep(ax, results: dict, key: str, ylabel: str) -> None:
+    start = [100 * s["validation"][key] for s in results["stage1"].values()
+             if s["validation"][key] is not None]
+    if start:
+        ax.axhline(sum(start) / len(start), color="black", linestyle="--", linewidth=1,
+                   label="Stage 1 (the start)")
     for method, points in results["sweep"].items():
         rates = sorted(points, key=float)
         values = [[100 * v for v in points[lr][key] if v is not None] for lr in rates]

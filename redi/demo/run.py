@@ -277,7 +277,8 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
                               "seeds of the final model's validation sampled pass@1 (k "
                               f"samples at temperature {TEST_TEMPERATURE}, the test protocol);"
                               " ties: the smaller rate; test never used",
-                      "grid": list(grid) if grid else None, "seeds": swept,
+                      "grid": list(grid) if grid else None,
+                      "sweep_seeds": seeds if grid else [],
                       "chosen": chosen, "validation_problems": size.validation},
         "stage1": {str(s): {"curve": [(step, _accuracy(v)) for step, v in stage1_curves[s]],
                             **plateau(stage1_curves[s]), "rule": rule,

@@ -112,11 +112,13 @@ def test_quick_compare_sweep_every_field_then_stale_and_resuming_reruns(tmp_path
         run_demo(tmp_path, [0], ALL_METHODS, replace(CI_SIZE, max_new_tokens=24), task=TASK,
                  grid=grid)
     # the same settings: everything reused, nothing trained or generated again
-    final = tmp_path / "seed0" / "redi" / "lr0.001" / "run" / "final" / "model.safetensors"
-    stamp = final.stat().st_mtime_ns
+    run = tmp_path / "seed0" / "redi" / "lr0.001"
+    made = [run / "run" / "final" / "model.safetensors", run / "val_sampled" / "samples.jsonl",
+            run / "pair_logprobs" / "logprobs.json", tmp_path / "data" / "pairs.jsonl"]
+    stamps = [path.stat().st_mtime_ns for path in made]
     again = run_demo(tmp_path, [0], ALL_METHODS, CI_SIZE, task=TASK, grid=grid)
     assert again["methods"] == results["methods"] and again["sweep"] == results["sweep"]
-    assert final.stat().st_mtime_ns == stamp
+    assert [path.stat().st_mtime_ns for path in made] == stamps
     assert "training problems in" not in capsys.readouterr().out
 
 

@@ -16,7 +16,10 @@ chooses):
   (logits in forward; logits again, dz W and dz^T x in backward).
 * ``weighted_logprob_sum`` returns sum_i c_i logp_i for coefficients c fixed before the
   call (SFT, REDI). dL/dlogp_i = c_i is then known in the forward pass, so the gradients are
-  produced in the same pass as the value and backward only scales them: 3 matmuls.
+  produced in the same pass as the value and backward only scales them: 3 matmuls. With
+  per-token floors f_i it returns sum_i c_i max(logp_i, f_i): dL/dlogp_i = c_i 1[logp_i >= f_i]
+  is known in the same pass as soon as logp_i is, before the token's dz is formed (REDI's
+  ``negative_floor``).
 
 A third entry, ``sequence_group_loss`` (its own module), builds on the single pass for losses
 of per-sequence sums made of one term per pair (DPO, SimPO).
@@ -46,6 +49,16 @@ def logp_dtype(hidden: torch.Tensor) -> torch.dtype:
     """Log-probs are float32, or float64 for float64 inputs (the torch backend's reference
     precision)."""
     return torch.float64 if hidden.dtype == torch.float64 else torch.float32
+
+
+def check_per_token(name, t, labels, hidden):
+    """A floating-point tensor of labels' shape on hidden's device (one-line ValueError
+    naming ``name``), flattened."""
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(labels.shape):
+        raise ValueError(f"{name} must be a tensor of labels' shape {tuple(labels.shape)}")
+    if t.device != hidden.device or not t.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point tensor on hidden's device")
+    return t.reshape(-1)
 
 
 def check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap=None):
@@ -199,38 +212,41 @@ def hand_over_grads(ctx, grad_total):
 
 
 class WeightedLogprobSumFunction(torch.autograd.Function):
-    """sum_i c_i logp_i with its gradients computed in the forward pass and scaled in backward.
+    """sum_i c_i max(logp_i, f_i) with its gradients computed in the forward pass and scaled
+    in backward (no floor f: sum_i c_i logp_i). The floor is a constant (no gradient).
 
-    Also returns the per-token logp (detached, for metrics). The gradients are kept on ctx
-    (not saved tensors) so backward can hand them over without a copy: they are scaled in
-    place and autograd takes them as they are, so dW exists once, not twice. Hence one
-    backward per forward (no ``retain_graph``).
+    Also returns the per-token logp (not floored; detached, for metrics). The gradients are
+    kept on ctx (not saved tensors) so backward can hand them over without a copy: they are
+    scaled in place and autograd takes them as they are, so dW exists once, not twice. Hence
+    one backward per forward (no ``retain_graph``).
     """
 
     @staticmethod
-    def forward(ctx, x, w, b, coef, labels, valid, tf, impl, needs):
+    def forward(ctx, x, w, b, coef, floor, labels, valid, tf, impl, needs):
         rows = _ValidRows(valid)
         if rows.empty:
             logp = torch.zeros(rows.count, dtype=logp_dtype(x), device=x.device)
             ctx.grads = _zero_grads(x, w, b, needs)
         else:
             c = rows.take(coef.float())
+            floor_rows = None if floor is None else rows.take(floor)
             logp, dx, dw, db = impl.forward_backward(rows.take(x), w, b, rows.take(labels), c,
-                                                     tf, needs)
+                                                     tf, needs, floor=floor_rows)
             logp = rows.put(logp)
             ctx.grads = (rows.put(dx), dw, db)
-        ctx.save_for_backward(logp)
+        seen = logp if floor is None else torch.where(valid, torch.maximum(logp, floor), 0.0)
+        ctx.save_for_backward(seen)
         ctx.coef_dtype = coef.dtype
         ctx.mark_non_differentiable(logp)
-        return (coef.float().masked_fill(~valid, 0.0) * logp).sum(), logp
+        return (coef.float().masked_fill(~valid, 0.0) * seen).sum(), logp
 
     @staticmethod
     @first_order_only
     def backward(ctx, grad_total, _grad_logp):
         dx, dw, db = hand_over_grads(ctx, grad_total)
-        (logp,) = ctx.saved_tensors
-        dcoef = (logp * grad_total).to(ctx.coef_dtype) if ctx.needs_input_grad[3] else None
-        return dx, dw, db, dcoef, None, None, None, None, None
+        (seen,) = ctx.saved_tensors
+        dcoef = (seen * grad_total).to(ctx.coef_dtype) if ctx.needs_input_grad[3] else None
+        return dx, dw, db, dcoef, None, None, None, None, None, None
 
 
 def _zero_on_graph(hidden, weight, bias) -> torch.Tensor:
@@ -277,12 +293,14 @@ def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
                          coef: torch.Tensor, *, bias: torch.Tensor | None = ...,
                          ignore_index: int = ..., temperature: float = ...,
                          softcap: float | None = ..., backend: str = ...,
+                         logprob_floor: torch.Tensor | None = ...,
                          return_logprobs: Literal[False] = ...) -> torch.Tensor: ...
 @overload
 def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                          coef: torch.Tensor, *, bias: torch.Tensor | None = ...,
                          ignore_index: int = ..., temperature: float = ...,
                          softcap: float | None = ..., backend: str = ...,
+                         logprob_floor: torch.Tensor | None = ...,
                          return_logprobs: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -290,6 +308,7 @@ def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
                          coef: torch.Tensor, *, bias: torch.Tensor | None = None,
                          ignore_index: int = -100, temperature: float = 1.0,
                          softcap: float | None = None, backend: str = "auto",
+                         logprob_floor: torch.Tensor | None = None,
                          return_logprobs: bool = False,
                          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``sum(coef * logp)`` for a loss linear in the token log-probs, in a single pass.
@@ -300,13 +319,21 @@ def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     bias are produced in the forward pass (3 matmuls, no recomputation) and scaled by the
     upstream gradient in backward; the gradient w.r.t. ``coef`` is ``logp``.
 
-    With ``return_logprobs=True`` also returns the per-token float32 ``logp`` (detached).
+    ``logprob_floor`` (labels' shape, or None) bounds each token's log-prob from below::
+
+        total = sum_i coef_i max(logp_i, f_i)
+
+    A token under its floor adds the constant coef_i f_i and no gradient: its coefficient
+    becomes coef_i 1[logp_i >= f_i] in the same pass, once logp_i is known (-inf: no floor;
+    the gradient w.r.t. ``coef`` is max(logp, f); ``logprob_floor`` itself gets none).
+
+    With ``return_logprobs=True`` also returns the per-token float32 ``logp`` (detached; the
+    log-probs themselves, not floored).
     """
     tf = check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap)
-    if not isinstance(coef, torch.Tensor) or tuple(coef.shape) != tuple(labels.shape):
-        raise ValueError(f"coef must be a tensor of labels' shape {tuple(labels.shape)}")
-    if coef.device != hidden.device or not coef.dtype.is_floating_point:
-        raise ValueError("coef must be a floating-point tensor on hidden's device")
+    coef = check_per_token("coef", coef, labels, hidden)
+    floor = None if logprob_floor is None else check_per_token(
+        "logprob_floor", logprob_floor, labels, hidden).detach().to(logp_dtype(hidden))
     impl = select_backend(backend, hidden.device, hidden.dtype)
     x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
     if x.shape[0] == 0:
@@ -314,6 +341,6 @@ def weighted_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
         empty = torch.zeros(labels.shape, dtype=logp_dtype(hidden), device=hidden.device)
         return (zero, empty) if return_logprobs else zero
     total, logp = WeightedLogprobSumFunction.apply(
-        x, w, bias, coef.reshape(-1), safe_labels, valid, tf, impl,
+        x, w, bias, coef, floor, safe_labels, valid, tf, impl,
         grads_needed(hidden, weight, bias))
     return (total, logp.view(labels.shape)) if return_logprobs else total

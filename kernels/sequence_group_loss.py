@@ -15,6 +15,10 @@ on the sums of q's group alone but is known only once they are. The two-pass op
 2. G_q = dF/ds_q at the group's sums, by autograd through ``loss_fn`` (a few scalars);
 3. dx rows of q = G_q dx_q,  dW += sum_q G_q dW_q,  db += sum_q G_q db_q.
 
+With per-token floors f_i (``logprob_floor``, REDI's ``negative_floor``) the sums are
+s_q = sum_{i in q} max(logp_i, f_i): step 1 runs the single pass with coefficient
+1[logp_i >= f_i], decided in the pass once logp_i is known (``forward_backward``'s floor).
+
 Cost: the 3 matmuls of the single pass plus one [V, H] scale-and-add per sequence. Memory:
 the single pass's, plus K compute-dtype (float32) [V, H] buffers, K = sequences per group (2
 for pairs), and the float32 dW accumulator. It beats the recomputation when the matmul
@@ -33,6 +37,7 @@ import torch
 from .backend import select_backend
 from .linear_logprobs import (
     check_inputs,
+    check_per_token,
     first_order_only,
     flatten_inputs,
     grads_needed,
@@ -87,9 +92,10 @@ class SequenceGroupLossFunction(torch.autograd.Function):
     in backward (one backward per forward, as ``WeightedLogprobSumFunction``)."""
 
     @staticmethod
-    def forward(ctx, x, w, b, labels, rows_by_seq, groups, loss_fn, tf, impl, needs):
+    def forward(ctx, x, w, b, labels, floor, rows_by_seq, groups, loss_fn, tf, impl, needs):
         dtype = logp_dtype(x)
         sums = torch.zeros(len(rows_by_seq), dtype=dtype, device=x.device)
+        seen = sums if floor is None else torch.zeros_like(sums)  # loss_fn's (floored) sums
         seq_grads = torch.zeros_like(sums)
         acc = _GroupGradients(x, w, b, needs, dtype, len(groups[0]))
         for group in groups:
@@ -99,14 +105,17 @@ class SequenceGroupLossFunction(torch.autograd.Function):
                 if rows.numel() == 0:
                     continue
                 ones = torch.ones(rows.numel(), dtype=dtype, device=x.device)
+                floor_q = None if floor is None else floor[rows]
                 logp, *grads = impl.forward_backward(x[rows], w, b, labels[rows], ones,
-                                                     tf, needs, dw_out=dw_out)
+                                                     tf, needs, dw_out=dw_out, floor=floor_q)
                 sums[q] = logp.sum()
+                if floor_q is not None:
+                    seen[q] = torch.maximum(logp, floor_q).sum()
                 parts.append((q, rows, grads))
-            seq_grads[group] = _loss_and_grad(loss_fn, sums)[1][group]
+            seq_grads[group] = _loss_and_grad(loss_fn, seen)[1][group]
             for q, rows, grads in parts:
                 acc.add(rows, grads, seq_grads[q])
-        loss, final_grads = _loss_and_grad(loss_fn, sums)
+        loss, final_grads = _loss_and_grad(loss_fn, seen)
         grouped = [q for group in groups for q in group]
         if not torch.allclose(final_grads[grouped], seq_grads[grouped], rtol=1e-4,
                               atol=1e-6 * float(final_grads.abs().max()) + 1e-30):
@@ -120,7 +129,8 @@ class SequenceGroupLossFunction(torch.autograd.Function):
     @staticmethod
     @first_order_only
     def backward(ctx, grad_loss, _grad_sums):
-        return (*hand_over_grads(ctx, grad_loss), None, None, None, None, None, None, None)
+        return (*hand_over_grads(ctx, grad_loss), None, None, None, None, None, None, None,
+                None)
 
 
 def _check_grouping(seq_index, groups, labels):
@@ -145,7 +155,8 @@ def sequence_group_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torc
                         loss_fn: Callable[[torch.Tensor], torch.Tensor], *,
                         bias: torch.Tensor | None = None, ignore_index: int = -100,
                         temperature: float = 1.0, softcap: float | None = None,
-                        backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                        backend: str = "auto", logprob_floor: torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """``loss_fn(s)`` of the per-sequence log-prob sums ``s``, gradients in a single pass.
 
     Args:
@@ -158,13 +169,19 @@ def sequence_group_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torc
         loss_fn: float32 [S] sums -> scalar tensor, S = 1 + the largest sequence id, made of
             one term per group: d loss / d s_q may depend on the sums of q's group only (it is
             checked at the end: ValueError otherwise). Tensors it captures get no gradient.
+        logprob_floor: None, or per-token floors f_i of labels' shape (-inf: none; no
+            gradient): ``loss_fn`` then gets s_q = sum_{i in q} max(logp_i, f_i), and a token
+            under its floor gets no gradient (as ``weighted_logprob_sum``'s).
 
     Returns:
         ``(loss, sums)``: the loss (float32 scalar, differentiable w.r.t. hidden, weight and
-        bias) and the detached float32 [S] sums (0 for a sequence without labelled tokens).
+        bias) and the detached float32 [S] sums of logp (0 for a sequence without labelled
+        tokens; the log-probs themselves, not floored).
     """
     tf = check_inputs(hidden, weight, labels, bias, ignore_index, temperature, softcap)
     _check_grouping(seq_index, groups, labels)
+    floor = None if logprob_floor is None else check_per_token(
+        "logprob_floor", logprob_floor, labels, hidden).detach().to(logp_dtype(hidden))
     impl = select_backend(backend, hidden.device, hidden.dtype)
     x, w, safe_labels, valid = flatten_inputs(hidden, weight, labels, ignore_index)
     seqs = seq_index.reshape(-1).long()
@@ -181,5 +198,5 @@ def sequence_group_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torc
     counts = torch.bincount(seqs[rows], minlength=num_seqs).tolist()
     rows_by_seq = list(torch.split(rows[order], counts))
     return SequenceGroupLossFunction.apply(
-        x, w, bias, safe_labels, rows_by_seq, groups.tolist(), loss_fn, tf, impl,
+        x, w, bias, safe_labels, floor, rows_by_seq, groups.tolist(), loss_fn, tf, impl,
         grads_needed(hidden, weight, bias))

@@ -182,13 +182,18 @@ def backward(x, w, b, labels, lse, grad, tf, needs):
     return tuple(None if g is None else g.to(dt) for g, dt in zip(grads, dtypes))
 
 
-def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
+def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None, floor=None):
     """Single pass for a loss linear in logp: return (logp, dx, dW, db) of sum_i coef_i * logp_i.
 
     Each chunk's logits are computed once and turned into dz in place, so the value and all
     gradients cost the three matmuls (logits, dz W, dz^T x) and five passes over the block.
     ``dw_out``, a compute-dtype [V, H] buffer, receives dW (overwritten); dW and db are then
     returned uncast, for a caller that combines the gradients of several passes.
+
+    ``floor``, [N] or None: per-token lower bounds f_i, for the gradients of
+    sum_i coef_i max(logp_i, f_i). A token's coefficient becomes coef_i 1[logp_i >= f_i],
+    decided per chunk once its logp_i is known, before its dz is formed (the logits are
+    still computed once). The returned logp are the log-probs themselves, not floored.
     """
     n = x.shape[0]
     acc = _GradAccumulators(x, w, b, needs, _compute_dtype(x), dw_out)
@@ -197,6 +202,7 @@ def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
     rows = min(n, chunk_rows_for(w.shape[0], blocks))
     block = x.new_empty(blocks, rows, w.shape[0])
     coef = coef.to(x.dtype)
+    floor = None if floor is None else floor.to(x.dtype)
     logp = torch.empty(n, dtype=x.dtype, device=x.device)
     for start, stop in _chunks(n, rows):
         x_c, y_c, g = x[start:stop], labels[start:stop], coef[start:stop]
@@ -206,6 +212,8 @@ def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
         lse, row_sum = _exp_shifted_(z)  # z now holds softmax(z) * row_sum
         logp[start:stop] = target - lse
         if any(needs):
+            if floor is not None:
+                g = torch.where(logp[start:stop] >= floor[start:stop], g, 0.0)
             dz = _finish_dlogits_(z.mul_((-g / row_sum).unsqueeze(1)), y_c, g, slope)
             acc.add_chunk(start, stop, dz, x_c, w, tf.inv_temp)
     return (logp, *acc.result())

@@ -354,13 +354,19 @@ def backward(x, w, b, labels, lse, grad, tf, needs):
     return (None if dx is None else dx.to(x.dtype)), dw, db
 
 
-def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
+def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None, floor=None):
     """Single pass: (logp, dx, dW, db) of sum_i coef_i * logp_i, logits computed once.
 
     Per chunk of rows: the forward kernel writes the tiles into the chunk buffer while it
     finds lse; the dlogits kernel turns them into dz in place; cuBLAS does dz W and dz^T x.
     ``dw_out``, a float32 [V, H] buffer, receives dW (overwritten); dW and db are then
     returned in float32, uncast, for a caller that combines several passes' gradients.
+
+    ``floor``, [N] or None: per-token lower bounds f_i, for the gradients of
+    sum_i coef_i max(logp_i, f_i) (as ``torch_impl.forward_backward``). Between the two
+    kernels of a chunk, once logp_i = target_i - lse_i is known, the chunk's g becomes
+    g_i 1[logp_i >= f_i]: a [rows] select, against the [rows, V] kernels around it, and no
+    new kernel variant. The returned logp are not floored.
     """
     need_x, need_w, need_b = needs
     n, v = x.shape[0], w.shape[0]
@@ -370,6 +376,7 @@ def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
     g.mul_(scale)
     z = torch.empty(rows, v, dtype=x.dtype, device=x.device)
     logp = torch.empty(n, dtype=torch.float32, device=x.device)
+    floor = None if floor is None else floor.float()
     fp32 = dict(dtype=torch.float32, device=x.device)
     dx = torch.empty_like(x) if need_x else None
     dw = (torch.zeros(w.shape, **fp32) if dw_out is None else dw_out.zero_()) \
@@ -382,8 +389,9 @@ def forward_backward(x, w, b, labels, coef, tf, needs, dw_out=None):
                                                   z_buffer=dz if any(needs) else None)
         logp[r0:r1] = target - lse
         if any(needs):
-            _launch_dlogits(x_c, w, b, y_c, lse_stored, g[r0:r1], dz, 0, tf,
-                            recompute=False)
+            g_c = g[r0:r1] if floor is None else \
+                torch.where(logp[r0:r1] >= floor[r0:r1], g[r0:r1], 0.0)
+            _launch_dlogits(x_c, w, b, y_c, lse_stored, g_c, dz, 0, tf, recompute=False)
         if dx is not None:
             torch.addmm(dx[r0:r1], dz, w, beta=0, alpha=1 / scale, out=dx[r0:r1])
         if dw is not None:

@@ -12,13 +12,16 @@ Notation: ``n(y) = lp(y) / |y|``, the length-normalized log-prob; sigma the logi
 
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 import torch.nn.functional as F
 
 from redi.loss_defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
 
 
-def check_redi_args(alpha: float, chosen_coef: float, neg_reweight_gamma: float | None):
+def check_redi_args(alpha: float, chosen_coef: float, neg_reweight_gamma: float | None,
+                    negative_floor: float | None = None):
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (0 = SFT on positives, 1 = symmetric), "
                          f"got {alpha}")
@@ -26,6 +29,10 @@ def check_redi_args(alpha: float, chosen_coef: float, neg_reweight_gamma: float 
         raise ValueError(f"chosen_coef must be > 0, got {chosen_coef}")
     if neg_reweight_gamma is not None and neg_reweight_gamma < 0:
         raise ValueError(f"neg_reweight_gamma must be >= 0 or None, got {neg_reweight_gamma}")
+    if negative_floor is not None and (isinstance(negative_floor, bool) or not isinstance(
+            negative_floor, Real) or not 0.0 < negative_floor < 1.0):
+        raise ValueError(f"negative_floor must be a probability in (0, 1) or None (off), got "
+                         f"{negative_floor!r}")
 
 
 def check_beta(beta: float):

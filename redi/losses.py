@@ -28,12 +28,13 @@ predicted faster only for sequences over ~1300 tokens). Formulas and defaults:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from . import functional as LF
-from .kernels.linear_logprobs import token_logprobs, weighted_logprob_sum
+from .kernels.linear_logprobs import logp_dtype, token_logprobs, weighted_logprob_sum
 from .kernels.logit_transform import LogitTransform
 from .kernels.sequence_group_loss import sequence_group_loss
 from .loss_defaults import DPO_BETA, REDI_ALPHA, REDI_CHOSEN_COEF, SIMPO_BETA, SIMPO_GAMMA
@@ -63,6 +64,17 @@ def _op_args(loss) -> dict:
                 temperature=loss.temperature)
 
 
+def _rejected_floors(pairs: PairedSequences, log_floor: float | None, chosen_lengths,
+                     rejected_lengths) -> torch.Tensor | None:
+    """Per-token log-prob floors, [N] in the log-probs' dtype: ``log_floor`` on the rejected
+    sequences' tokens, -inf (none) on the chosen ones; None without a floor."""
+    if log_floor is None:
+        return None
+    new = dict(dtype=logp_dtype(pairs.hidden), device=chosen_lengths.device)
+    return pairs.token_values(torch.full(chosen_lengths.shape, -math.inf, **new),
+                              torch.full(rejected_lengths.shape, log_floor, **new))
+
+
 class FusedLinearPreferenceLoss(_LogitArgs, torch.nn.Module):
     """Base class of the fused preference losses; public, to add one (``docs/custom-loss.md``).
 
@@ -81,7 +93,9 @@ class FusedLinearPreferenceLoss(_LogitArgs, torch.nn.Module):
     detached tensors. A loss linear in the log-probs may also define ``linear_weights``
     (dL/dlp per chosen and rejected sequence, known before the forward) to get the
     single-pass op. ``single_pass``: a non-linear loss runs ``sequence_group_loss`` instead of
-    the two-pass op (see the module docstring).
+    the two-pass op (see the module docstring). ``rejected_logprob_floor`` (None by default)
+    bounds the rejected tokens' log-probs from below on every path (REDI's
+    ``negative_floor``).
     """
 
     def __init__(self, ignore_index: int = -100, backend: str = "auto",
@@ -102,6 +116,11 @@ class FusedLinearPreferenceLoss(_LogitArgs, torch.nn.Module):
         """(dL/dlp chosen, dL/dlp rejected) per pair when the loss is linear, else None."""
         return None
 
+    def rejected_logprob_floor(self) -> float | None:
+        """log tau when the loss sees each rejected token's log-prob lp_i as max(lp_i, log tau)
+        (a token below the floor then gets no gradient), else None."""
+        return None
+
     def forward(self, weight: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor,
                 bias: torch.Tensor | None = None, *, seq_index: torch.Tensor | None = None,
                 cu_seqlens: torch.Tensor | None = None,
@@ -113,23 +132,31 @@ class FusedLinearPreferenceLoss(_LogitArgs, torch.nn.Module):
             chosen_index=chosen_index, rejected_index=rejected_index)
         len_w, len_l = pairs.lengths[pairs.chosen], pairs.lengths[pairs.rejected]
         op_args = dict(bias=bias, **_op_args(self))
+        floors = _rejected_floors(pairs, self.rejected_logprob_floor(), len_w, len_l)
         weights = self.linear_weights(len_w, len_l, num_pairs)
         loss = None
+
+        def batch_loss(s):
+            return self.pair_loss(s[pairs.chosen], s[pairs.rejected], len_w, len_l,
+                                  num_pairs, **extra)[0]
+
         if weights is not None:
             coef = pairs.token_values(*weights)
             loss, logp = weighted_logprob_sum(pairs.hidden, weight, pairs.labels, coef,
-                                              return_logprobs=True, **op_args)
+                                              logprob_floor=floors, return_logprobs=True,
+                                              **op_args)
             sums = pairs.sequence_sums(logp)
         elif self.single_pass:
-            def batch_loss(s):
-                return self.pair_loss(s[pairs.chosen], s[pairs.rejected], len_w, len_l,
-                                      num_pairs, **extra)[0]
             groups = torch.stack([pairs.chosen, pairs.rejected], dim=1)
             loss, sums = sequence_group_loss(pairs.hidden, weight, pairs.labels,
-                                             pairs.seq_index, groups, batch_loss, **op_args)
+                                             pairs.seq_index, groups, batch_loss,
+                                             logprob_floor=floors, **op_args)
         else:
-            sums = pairs.sequence_sums(token_logprobs(pairs.hidden, weight, pairs.labels,
-                                                      **op_args))
+            logp = token_logprobs(pairs.hidden, weight, pairs.labels, **op_args)
+            sums = pairs.sequence_sums(logp)
+            if floors is not None:  # clamp's gradient is 1[lp_i >= floor], as the ops' mask
+                loss = batch_loss(pairs.sequence_sums(logp.clamp(min=floors)))
+        # the metrics are of the model's log-probs (``sums``: never floored)
         pair_loss, metrics = self.pair_loss(sums[pairs.chosen], sums[pairs.rejected], len_w,
                                             len_l, num_pairs, **extra)
         loss = pair_loss if loss is None else loss
@@ -147,18 +174,39 @@ class FusedLinearREDILoss(FusedLinearPreferenceLoss):
     whose normalized log-prob n is below -1/gamma has its likelihood pushed up, not down.
     Without reweighting the loss is linear in the token log-probs and runs the single-pass
     fused op; with reweighting, ``single_pass`` chooses as for DPO and SimPO.
+
+    ``negative_floor`` tau in (0, 1), beyond the paper (None, the default: off, the paper's
+    loss). With lp_i the token log-probs of the rejected trace::
+
+        lp_tau(y_l) = sum_{i in y_l} max(lp_i, log tau)
+        L = mean_pairs[ -chosen_coef lp(y_w)/|y_w| + alpha w lp_tau(y_l)/|y_l| ]
+
+    (w, when reweighting, of lp_tau too). Unbounded, the negative term rewards a lower
+    log-prob of a rejected token however low it already is (in the paper symmetric REDI
+    collapses at high learning rates, chosen and rejected log-probs falling together; alpha
+    < 1 scales the whole term down). The floor bounds it per token instead: below
+    probability tau a rejected token adds the constant alpha w log tau / |y_l| and no
+    gradient (dL/dlp_i = alpha w / (B |y_l|) 1[lp_i >= log tau]). The positive term is
+    unchanged. Every path takes the floor per token, where lp_i is computed: the single
+    passes mask the token's coefficient once lp_i is known, the two-pass path clamps the
+    returned log-probs. The metrics (``chosen_logps``, ``rejected_logps``, ...) stay those
+    of the model's log-probs, not floored.
     """
 
     def __init__(self, alpha: float = REDI_ALPHA, chosen_coef: float = REDI_CHOSEN_COEF,
                  ignore_index: int = -100,
                  backend: str = "auto", neg_reweight_gamma: float | None = None,
                  single_pass: bool = False, softcap: float | None = None,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, negative_floor: float | None = None):
         super().__init__(ignore_index, backend, single_pass, softcap, temperature)
-        LF.check_redi_args(alpha, chosen_coef, neg_reweight_gamma)
+        LF.check_redi_args(alpha, chosen_coef, neg_reweight_gamma, negative_floor)
         self.alpha, self.chosen_coef = alpha, chosen_coef
         # gamma = 0 is w = 1: the linear loss, single pass
         self.neg_reweight_gamma = neg_reweight_gamma or None
+        self.negative_floor = None if negative_floor is None else float(negative_floor)
+
+    def rejected_logprob_floor(self):
+        return None if self.negative_floor is None else math.log(self.negative_floor)
 
     def linear_weights(self, chosen_lengths, rejected_lengths, num_pairs):
         if self.neg_reweight_gamma is not None:

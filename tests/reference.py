@@ -24,3 +24,14 @@ def token_logprobs64(hidden, weight, labels, bias=None, temperature=1.0, ignore_
 
 def leaf64(t):
     return None if t is None else t.detach().double().requires_grad_(True)
+
+
+def log_floor_between(logps, margin=1e-3):
+    """A log-prob floor amid ``logps``: the middle of the widest gap between neighbours in
+    their sorted middle half, so that some lie under it and some over it, none within
+    ``margin`` (float32 and float64 log-probs then agree on which side each is)."""
+    v = logps.detach().double().flatten().sort().values
+    lo, hi = v.numel() // 4, max(v.numel() // 4 + 1, 3 * v.numel() // 4)
+    k = lo + int((v[lo + 1: hi + 1] - v[lo:hi]).argmax())
+    assert v[k + 1] - v[k] > 2 * margin, "no gap wide enough: other inputs"
+    return float(v[k] + v[k + 1]) / 2

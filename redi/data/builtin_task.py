@@ -174,7 +174,7 @@ def render_trace(columns: list[Column], style: str = "verbose") -> str:
     return "<think>\n" + "\n".join(lines) + "\n</think>\n\\boxed{" + answer_of(columns) + "}"
 
 
-_FIRST_COLUMN = re.compile(rf"{COLUMN_NAMES[0]}: (?:(write)|\d+(?: \+ \d+)+ = \d+, write)")
+_FIRST_COLUMN = re.compile(rf"{COLUMN_NAMES[0]}: (?:(write)|\d+(?: \+ \d+)* = \d+, write)")
 
 
 def trace_style(text: str) -> str:

@@ -55,8 +55,7 @@ class TeacherSettings:
     task: str = builtin_task.DEFAULT_TASK  # one of builtin_task.TEACHER_TASKS
     terse_share: float = 0.5  # task "styles": share of terse rule traces it learns from
     rule_problems: int = 20_000  # problems whose rule-generated correct trace it learns from
-    steps: int = 400  # the run's SFT schedule (linear decay to 0 at the end)
-    checkpoint: int = 400  # the teacher: this step's checkpoint of the run
+    steps: int = 400  # the run's SFT schedule (linear decay to 0); the teacher is its end
     base_checkpoint: int = 200  # the student's starting point: an earlier checkpoint
     problems: int = builtin_task.DEFAULT_PROBLEMS  # training problems sampled
     generations: int = 4  # samples per problem
@@ -85,13 +84,17 @@ def train_teacher(work: Path, settings: TeacherSettings) -> Path:
                              terse_share=settings.terse_share if settings.task == "styles" else 0)
     run = work / "model"
     wanted = [checkpoint_root(run) / f"step_{step:08d}"
-              for step in (settings.base_checkpoint, settings.checkpoint)]
+              for step in (settings.base_checkpoint, settings.steps)]
     if not all(path.is_dir() for path in wanted):
         train(build_config(RECIPES / "tiny_teacher.yaml", [
             f"data={rules}", f"output_dir={run}", f"max_steps={settings.steps}",
             f"seed={settings.seed}", "resume=auto", "progress=false",
-            f"save_every={math.gcd(settings.base_checkpoint, settings.checkpoint)}",
+            f"save_every={math.gcd(settings.base_checkpoint, settings.steps)}",
             "keep_last=1000"]))
+    missing = [path.name for path in wanted if not path.is_dir()]
+    if missing:  # a stop signal ends training early with a checkpoint: rerun to go on
+        raise RuntimeError(f"the teacher run in {run} stopped before {missing[0]}; rerun the "
+                           "same command to continue it")
     for path in wanted:
         if not (work / path.name / "config.json").is_file():
             export_checkpoint(path, work / path.name)

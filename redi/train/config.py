@@ -66,6 +66,9 @@ class TrainConfig:
     alpha: float = REDI_ALPHA  # REDI negative weight
     chosen_coef: float = REDI_CHOSEN_COEF  # REDI positive weight
     neg_reweight_gamma: float | None = None  # REDI optional negative reweighting
+    # REDI, beyond the paper: floor tau in (0, 1) on the rejected tokens' probabilities, the
+    # negative term sees max(lp_i, log tau) (redi.losses.FusedLinearREDILoss); null = off
+    negative_floor: float | None = None
     beta: float | None = None  # DPO / SimPO; null = the loss's paper default (LOSS_DEFAULTS)
     gamma: float = SIMPO_GAMMA  # SimPO margin
     reference: str = "cached"  # DPO reference log-probs: cached (once, on disk) | online
@@ -112,7 +115,8 @@ LOSS_DEFAULTS = {
     "simpo": {"lr": 5e-7, "beta": SIMPO_BETA, "gamma": SIMPO_GAMMA, **_STAGE2},
 }
 # What `describe` prints at the start of a run.
-_LOSS_KEYS = {"sft": (), "redi": ("alpha", "chosen_coef", "neg_reweight_gamma"),
+_LOSS_KEYS = {"sft": (), "redi": ("alpha", "chosen_coef", "neg_reweight_gamma",
+                                  "negative_floor"),
               "dpo": ("beta", "reference"), "simpo": ("beta", "gamma")}
 _DESCRIBED = ("lr", "global_batch_size", "micro_batch_size", "epochs", "max_steps",
               "warmup_ratio", "weight_decay", "max_length", "max_prompt_length")
@@ -276,8 +280,11 @@ def _check_consistency(c: TrainConfig):
         from redi.train import model_descriptions
 
         model_descriptions.load(c.model_description)  # raises on a name not shipped
+    if c.negative_floor is not None and c.loss != "redi":
+        raise ConfigError(f"negative_floor applies to loss redi only, got loss={c.loss} (set "
+                          "negative_floor=null)")
     try:
-        check_redi_args(c.alpha, c.chosen_coef, c.neg_reweight_gamma)
+        check_redi_args(c.alpha, c.chosen_coef, c.neg_reweight_gamma, c.negative_floor)
         if c.beta is not None:
             check_beta(c.beta)
         check_lora_config(c)

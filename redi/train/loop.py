@@ -87,6 +87,7 @@ def make_loss(config: TrainConfig) -> torch.nn.Module:
     if config.loss == "redi":
         return losses.FusedLinearREDILoss(alpha=config.alpha, chosen_coef=config.chosen_coef,
                                           neg_reweight_gamma=config.neg_reweight_gamma,
+                                          negative_floor=config.negative_floor,
                                           **common)
     if config.loss == "dpo":
         return losses.FusedLinearDPOLoss(**common, **beta)

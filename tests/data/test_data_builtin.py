@@ -1,5 +1,6 @@
 """The built-in task (generator, mistakes, held-out split, checker) and tokenizer."""
 
+import gzip
 import json
 import random
 
@@ -8,6 +9,7 @@ from transformers import AutoTokenizer
 
 from redi.data.builtin_task import (
     MISTAKES,
+    OTHER_STYLE,
     Mistake,
     check_answer,
     generate_rows,
@@ -19,6 +21,8 @@ from redi.data.builtin_task import (
     solve,
     split_of,
     teacher_rows,
+    teacher_rows_path,
+    trace_style,
     verify,
     write_task,
 )
@@ -80,7 +84,7 @@ def test_rows_follow_the_openr1_schema_and_are_deterministic():
     assert rows != list(generate_rows(300, seed=8))
     for row in rows:
         assert set(row) == {"problem", "answer", "generations", "correctness",
-                            "problem_is_valid", "source", "uuid"}
+                            "problem_is_valid", "source", "uuid", "styles"}
         verdicts = [check_answer(g, row["answer"]) for g in row["generations"]]
         assert row["correctness"] == {"llama_verification": verdicts,
                                       "math_verify_answer": verdicts,
@@ -142,20 +146,63 @@ def test_write_task(tmp_path):
     assert len(load_pairs(paths["test_pairs"], formatter)) == 3
 
 
+def test_terse_style_writes_only_what_each_column_puts_down():
+    assert render_trace(solve((358, 274)), "terse") == (
+        "<think>\nunits: write 2, carry 1\ntens: write 3, carry 1\nhundreds: write 6\n"
+        "</think>\n\\boxed{632}")
+    with pytest.raises(ValueError, match="unknown trace style 'short'"):
+        render_trace(solve((1, 2)), "short")
+
+
+@pytest.mark.parametrize("text, style", [
+    (CORRECT_358_274, "verbose"),
+    (render_trace(solve((358, 274), Mistake("slip", 0, 1)), "terse"), "terse"),
+    ("<think>\nunits: 8 + 4 = 12, write 2\ntens: write 1\n</think>", "verbose"),  # 1st line
+    ("<think>\nunits: 12, write 2\n</think>\n\\boxed{2}", OTHER_STYLE),
+    ("\\boxed{632}", OTHER_STYLE),
+])
+def test_trace_style_reads_the_first_column_line(text, style):
+    assert trace_style(text) == style
+
+
+def test_terse_share_sets_the_rule_traces_mix_and_leaves_verbose_streams_alone():
+    rows = list(generate_rows(400, seed=3, column_error=0.0, generations=1, terse_share=0.3))
+    styles = [r["styles"][0] for r in rows]
+    assert styles == [trace_style(r["generations"][0]) for r in rows]
+    assert 0.2 < styles.count("terse") / len(styles) < 0.4
+    assert all(r["correctness"]["math_verify_answer"] == [True] for r in rows)
+    plain = list(generate_rows(50, seed=7))
+    assert [r["generations"] for r in plain] == [
+        r["generations"] for r in generate_rows(50, seed=7, terse_share=0.0)]
+    assert {s for r in plain for s in r["styles"]} == {"verbose"}
+
+
+def test_styles_rows_without_a_style_are_refused_naming_the_row(tmp_path):
+    rows = [json.loads(line) for line in gzip.open(teacher_rows_path("addition"), "rt")][:3]
+    rows[0]["styles"] = ["verbose"] * len(rows[0]["generations"])
+    path = tmp_path / "rows.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    assert len(teacher_rows(3, "addition", path)) == 3
+    with pytest.raises(ValueError, match=r"rows.jsonl.gz row 2: field 'styles' must list"):
+        teacher_rows(3, "styles", path)
+
+
 def test_teacher_task_reads_the_shipped_teacher_samples(tmp_path):
-    rows = teacher_rows(50)
-    assert rows == teacher_rows(60)[:50]
+    rows = teacher_rows(50, "addition")
+    assert rows == teacher_rows(60, "addition")[:50]
     for row in rows:
         verdicts = [verify(g, row["answer"]) for g in row["generations"]]
         assert row["correctness"]["math_verify_answer"] == verdicts
         operands = tuple(int(n) for n in row["problem"][len("Compute "):-1].split(" + "))
         assert split_of(operands) == "train" and str(sum(operands)) == row["answer"]
-    flat = [v for r in teacher_rows(400) for v in r["correctness"]["math_verify_answer"]]
+    flat = [v for r in teacher_rows(400, "addition")
+            for v in r["correctness"]["math_verify_answer"]]
     assert 0.2 < 1 - sum(flat) / len(flat) < 0.8  # a useful mix of right and wrong samples
-    paths = write_task(tmp_path, num_problems=50, num_test=3)
+    paths = write_task(tmp_path, num_problems=50, num_test=3, task="addition")
     assert [json.loads(line) for line in paths["raw"].open()] == rows
     with pytest.raises(ValueError, match="fewer than the 10000000 asked for"):
-        teacher_rows(10_000_000)
+        teacher_rows(10_000_000, "addition")
     with pytest.raises(ValueError, match="unknown built-in task 'nope'; choose one of"):
         write_task(tmp_path, 5, 3, task="nope")
 

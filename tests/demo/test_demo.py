@@ -157,7 +157,7 @@ def test_split_problems_in_two_worker_processes(tmp_path):
 
 @pytest.mark.slow
 def test_teacher_pipeline_at_a_small_size(tmp_path):
-    settings = TeacherSettings(rule_problems=150, steps=2, checkpoint=2, base_checkpoint=1,
+    settings = TeacherSettings(rule_problems=150, steps=2, base_checkpoint=1,
                                problems=6, generations=2, max_new_tokens=24, batch_size=4)
     output = tmp_path / "rows.jsonl.gz"
     rates = build_teacher_rows(output, tmp_path / "work", settings, tmp_path / "base")

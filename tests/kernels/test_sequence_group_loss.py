@@ -1,11 +1,13 @@
 """redi.sequence_group_loss against float64 full logits, on groups of three sequences whose
 tokens are interleaved, with a non-linear loss of the sums written here."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from probes import MaxBytes
-from reference import leaf64, token_logprobs64
+from reference import leaf64, log_floor_between, token_logprobs64
 
 import redi
 
@@ -34,11 +36,15 @@ def group_loss(s):
     return (F.logsigmoid(0.05 * (a - b)) * torch.tanh(0.02 * c) + 1e-3 * a**2).sum()
 
 
-def reference(hidden, weight, bias, labels, seq_index, temperature=1.0, softcap=None):
+def reference(hidden, weight, bias, labels, seq_index, temperature=1.0, softcap=None,
+              floor=None):
+    """The loss of the sums (of max(logp_i, f_i), a clamp per token, with floors f), its
+    gradients, and the sums of logp themselves."""
     x, w, b = leaf64(hidden), leaf64(weight), leaf64(bias)
     logp = token_logprobs64(x, w, labels, b, temperature, softcap=softcap)
+    seen = logp if floor is None else logp.clamp(min=floor.double())
     sums = torch.zeros(7, dtype=torch.float64).index_add(0, seq_index, logp)
-    loss = group_loss(sums)
+    loss = group_loss(torch.zeros(7, dtype=torch.float64).index_add(0, seq_index, seen))
     loss.backward()
     return loss.detach(), sums.detach(), x.grad, w.grad, None if b is None else b.grad
 
@@ -68,6 +74,31 @@ def test_matches_float64(backend, bias, temperature, softcap, chunking):
     assert torch.equal(hidden.grad[labels == -100], torch.zeros_like(hidden.grad[labels == -100]))
     if bias:
         assert_close64(b.grad, ref_db, 2e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_floor_matches_float64(backend, chunking):
+    """Floors on the second sequence of each group (0 and 5), amid their log-probs: the loss
+    gets s_q = sum_i max(logp_i, f_i), the returned sums stay those of logp."""
+    hidden, weight, b, labels, seq = make_problem(bias=True, seed=8)
+    truth = token_logprobs64(hidden, weight, labels, b).detach()
+    on = torch.isin(seq, GROUPS[:, 1])
+    log_floor = log_floor_between(truth[on & (labels != -100)])
+    under = on & (labels != -100) & (truth < log_floor)
+    assert 0 < int(under.sum()) < int((on & (labels != -100)).sum())  # both sides hold tokens
+    floor = torch.where(on, log_floor, -math.inf)
+    loss, sums = redi.sequence_group_loss(hidden, weight, labels, seq, GROUPS, group_loss,
+                                          bias=b, backend=backend, logprob_floor=floor)
+    loss.backward()
+    ref_loss, ref_sums, ref_dx, ref_dw, ref_db = reference(hidden, weight, b, labels, seq,
+                                                           floor=floor)
+    assert abs(reference(hidden, weight, b, labels, seq)[0] - ref_loss) > 1e-3  # it binds
+    assert_close64(loss, ref_loss, 2e-5)
+    assert_close64(sums, ref_sums, 2e-5)
+    assert_close64(hidden.grad, ref_dx, 2e-5)
+    assert torch.all(hidden.grad[under] == 0)
+    assert_close64(weight.grad, ref_dw, 2e-5)
+    assert_close64(b.grad, ref_db, 2e-5)
 
 
 def test_upstream_gradient_scales_the_result():

@@ -4,10 +4,12 @@ Both backends run on CPU: the chunked PyTorch path natively, the Triton kernels 
 TRITON_INTERPRET=1 (set by conftest.py) at small sizes.
 """
 
+import math
+
 import pytest
 import torch
 from probes import MaxBytes
-from reference import leaf64, token_logprobs64
+from reference import leaf64, log_floor_between, token_logprobs64
 
 import redi
 from redi.kernels import backend, torch_impl
@@ -29,10 +31,13 @@ def make_inputs(lead_shape, hidden_size, vocab, dtype=torch.float32, bias=False,
     return cast(hidden), cast(weight), cast(b), labels, grad
 
 
-def reference(hidden, weight, bias, labels, grad, temperature, softcap=None):
+def reference(hidden, weight, bias, labels, grad, temperature, softcap=None, floor=None):
+    """logp and the gradients of sum_i grad_i logp_i, or of sum_i grad_i max(logp_i, f_i)
+    with per-token floors f (a clamp per token)."""
     x, w, b = leaf64(hidden), leaf64(weight), leaf64(bias)
     logp = token_logprobs64(x, w, labels, b, temperature, softcap=softcap)
-    (logp * grad.double()).sum().backward()
+    seen = logp if floor is None else logp.clamp(min=floor.double())
+    (seen * grad.double()).sum().backward()
     return logp.detach(), x.grad, w.grad, None if b is None else b.grad
 
 
@@ -90,6 +95,39 @@ def test_weighted_logprob_sum_matches_float64(backend, bias, temperature, shape,
     assert_close64(coef.grad, 2.5 * ref_logp, 5e-5)
     if bias:
         assert_close64(b.grad, ref_db, 2e-5)
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weighted_logprob_sum_with_floor_matches_float64(backend, bias, chunking):
+    """sum_i c_i max(logp_i, f_i): a floor amid the log-probs on a random half of the tokens,
+    -inf (none) on the others, so that each chunk sees its own pattern (on ignored tokens
+    the floor does not matter)."""
+    hidden, weight, b, labels, coef = make_inputs((3, 17), 31, 123, bias=bias, seed=9)
+    coef.requires_grad_(True)
+    truth = token_logprobs64(hidden, weight, labels, b).detach()
+    on = torch.rand(labels.shape, generator=torch.Generator().manual_seed(9)) < 0.5
+    log_floor = log_floor_between(truth[on & (labels != -100)])
+    under = on & (labels != -100) & (truth < log_floor)
+    assert 0 < int(under.sum()) < int((on & (labels != -100)).sum())  # both sides hold tokens
+    floor = torch.where(on, log_floor, -math.inf)
+    total, logp = redi.weighted_logprob_sum(hidden, weight, labels, coef, bias=b,
+                                            backend=backend, logprob_floor=floor,
+                                            return_logprobs=True)
+    (2.5 * total).backward()
+    ref_logp, ref_dx, ref_dw, ref_db = reference(hidden, weight, b, labels, 2.5 * coef.detach(),
+                                                 1.0, floor=floor)
+    seen = ref_logp.clamp(min=floor.double())
+    assert_close64(total, (seen * coef.detach().double()).sum(), 5e-5)
+    assert_close64(logp, ref_logp, 2e-5)  # the log-probs themselves, not floored
+    assert_close64(coef.grad, 2.5 * seen, 5e-5)
+    assert_close64(hidden.grad, ref_dx, 2e-5)
+    assert torch.all(hidden.grad[under] == 0)  # a token under its floor: no gradient
+    assert_close64(weight.grad, ref_dw, 2e-5)
+    if bias:
+        assert_close64(b.grad, ref_db, 2e-5)
+    unfloored = reference(hidden, weight, b, labels, 2.5 * coef.detach(), 1.0)
+    assert (unfloored[2] - ref_dw).abs().max() > 1e-3  # the floor changed the gradients
 
 
 # softcap 2 against logits of spread ~3: most of them in tanh's curved or saturated part
@@ -309,6 +347,10 @@ def test_weighted_sum_rejects_bad_coef():
         redi.weighted_logprob_sum(x, w, y, torch.ones(3))
     with pytest.raises(ValueError, match="coef"):
         redi.weighted_logprob_sum(x, w, y, torch.ones(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="^logprob_floor must be a tensor of labels' shape"):
+        redi.weighted_logprob_sum(x, w, y, torch.ones(4), logprob_floor=torch.ones(3))
+    with pytest.raises(ValueError, match="^logprob_floor must be a floating-point tensor"):
+        redi.weighted_logprob_sum(x, w, y, torch.ones(4), logprob_floor=torch.ones(4).long())
 
 
 def test_backend_selection(monkeypatch):

@@ -1,11 +1,13 @@
 """The fused REDI, DPO, SimPO and SFT losses against their formulas, written here again with
 plain PyTorch on full float64 logits, and DPO/SimPO against Liger-Kernel."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss, LigerFusedLinearSimPOLoss
-from reference import leaf64, token_logprobs64
+from reference import leaf64, log_floor_between, token_logprobs64
 
 import redi
 from redi import functional
@@ -61,7 +63,8 @@ def make_loss(name, backend, **kw):
                   **{k: kw[k] for k in ("softcap", "temperature") if k in kw})
     if name == "redi":
         return redi.FusedLinearREDILoss(alpha=kw["alpha"], chosen_coef=kw["chosen_coef"],
-                                        neg_reweight_gamma=kw.get("gamma"), **common)
+                                        neg_reweight_gamma=kw.get("gamma"),
+                                        negative_floor=kw.get("tau"), **common)
     if name == "dpo":
         return redi.FusedLinearDPOLoss(beta=kw["beta"], **common)
     return redi.FusedLinearSimPOLoss(beta=kw["beta"], gamma=kw["gamma"], **common)
@@ -234,12 +237,17 @@ def to_packed(hidden, labels, order):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["redi", "redi_reweighted", "dpo", "simpo", "dpo_single_pass",
-                                  "simpo_single_pass", "redi_capped", "dpo_single_pass_capped"])
+                                  "simpo_single_pass", "redi_capped", "dpo_single_pass_capped",
+                                  "redi_floor", "redi_reweighted_single_pass_floor"])
 @pytest.mark.parametrize("index", ["seq_index", "cu_seqlens"])
 def test_padded_equals_packed(case, backend, index):
-    name, kw = case.split("_")[0], CASES[case.removesuffix("_capped")]
+    name, kw = case.split("_")[0], CASES[case.removesuffix("_capped").removesuffix("_floor")]
     kw = dict(kw, **CAPPED) if case.endswith("_capped") else kw
     hidden, weight, _, labels = preference_batch(seed=4)
+    if case.endswith("_floor"):  # tau = 0.05: some rejected tokens under it, some over
+        kw = dict(kw, tau=0.05)
+        lp = token_logprobs64(hidden, weight, labels)[B:][labels[B:] != -100]
+        assert bool((lp < math.log(0.05)).any()) and bool((lp > math.log(0.05)).any())
     extra = {}
     if name == "dpo":
         extra = dict(zip(("ref_chosen_logps", "ref_rejected_logps"), reference_logps(4)))
@@ -313,6 +321,69 @@ def test_functional_matches_fused():
     loss, _ = functional.redi_loss(m["chosen_logps"], m["rejected_logps"], m["chosen_tokens"],
                                    m["rejected_tokens"])
     torch.testing.assert_close(loss, fused.detach())
+
+
+# The negative floor on each path REDI can take: the linear single pass, and with
+# reweighting the two-pass op and sequence_group_loss
+FLOOR_PATHS = {"linear": dict(alpha=0.8, chosen_coef=1.0),
+               "reweighted_two_pass": dict(alpha=0.6, chosen_coef=1.2, gamma=0.5),
+               "reweighted_single_pass": dict(alpha=0.6, chosen_coef=1.2, gamma=0.5,
+                                              single_pass=True)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("path", list(FLOOR_PATHS))
+def test_negative_floor_matches_formula_float64(path, bias, backend, chunking):
+    """L = mean_pairs[-c lp(y_w)/|y_w| + alpha w lp_tau(y_l)/|y_l|], lp_tau(y_l) =
+    sum_{i in y_l} max(lp_i, log tau), on float64 logits (T = 11, V = 45), with a tau amid
+    the rejected tokens' probabilities."""
+    hidden, weight, b, labels = preference_batch(seed=12, bias=bias, t=11)
+    valid = labels != -100
+    rejected = valid & (torch.arange(2 * B) >= B)[:, None]
+    truth = token_logprobs64(hidden, weight, labels, b).detach()
+    log_tau = log_floor_between(truth[rejected])
+    under = rejected & (truth < log_tau)
+    assert 0 < int(under.sum()) < int(rejected.sum())  # both sides hold rejected tokens
+    kw = dict(FLOOR_PATHS[path], tau=math.exp(log_tau))
+    loss, metrics = make_loss("redi", backend, **kw)(weight, hidden, labels, b)
+    loss.backward()
+    x64, w64, b64 = leaf64(hidden), leaf64(weight), leaf64(b)
+    logp = token_logprobs64(x64, w64, labels, b64)  # full logits, log_softmax, gather
+    seen = torch.where(rejected, logp.clamp(min=log_tau), logp)
+    lengths = valid.sum(-1).double()
+    ref = pair_formula("redi", seen.sum(-1), lengths, **kw)
+    ref.backward()
+    plain = pair_formula("redi", logp.detach().sum(-1), lengths, **kw)
+    assert abs(plain - ref).item() > 1e-2  # the floor matters
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(grads_of(hidden, weight, b), grads_of(x64, w64, b64)):
+        if theirs is not None:
+            torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=2e-6)
+    assert torch.all(hidden.grad[under] == 0)  # a rejected token under the floor: no gradient
+    # the metrics are the model's log-probs, not floored
+    torch.testing.assert_close(metrics["rejected_logps"].double(), logp.detach().sum(-1)[B:],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_negative_floor_none_is_the_paper_loss_bit_for_bit(backend):
+    """negative_floor=None runs the single pass as it ran before the option existed: loss
+    and gradients equal, bit for bit, those of weighted_logprob_sum with REDI's coefficients;
+    so does a floor under every token's log-prob (its mask keeps every coefficient)."""
+    hidden, weight, b, labels = preference_batch(seed=13, bias=True)
+    n = (labels != -100).sum(-1).float()
+    row_coef = torch.cat([-1.0 / (float(B) * n[:B]), 0.8 / (float(B) * n[B:])])
+    coef = row_coef[:, None].expand(labels.shape)
+    inputs = (hidden, weight, b)
+    expected = redi.weighted_logprob_sum(hidden, weight, labels, coef, bias=b, backend=backend)
+    expected = (expected, *torch.autograd.grad(expected, inputs))
+    assert math.log(1e-30) < float(token_logprobs64(hidden, weight, labels, b).detach().min())
+    for tau in (None, 1e-30):
+        loss, _ = redi.FusedLinearREDILoss(negative_floor=tau, backend=backend)(
+            weight, hidden, labels, b)
+        for ours, theirs in zip((loss, *torch.autograd.grad(loss, inputs)), expected):
+            assert torch.equal(ours, theirs), tau
 
 
 def naive_bf16(name, hidden, weight, labels, **kw):
@@ -392,9 +463,14 @@ def test_bad_input_raises_value_error(match):
     lambda: redi.FusedLinearDPOLoss(softcap=-30.0),
     lambda: redi.FusedLinearSimPOLoss(temperature=0.0),
     lambda: redi.FusedLinearSFTLoss(softcap=float("nan")),
+    lambda: redi.FusedLinearREDILoss(negative_floor=0.0),
+    lambda: redi.FusedLinearREDILoss(negative_floor=1.0),
+    lambda: redi.FusedLinearREDILoss(negative_floor=float("nan")),
+    lambda: redi.FusedLinearREDILoss(negative_floor=True),
 ], ids=["alpha>1", "alpha<0", "chosen_coef", "dpo_beta", "dpo_loss_type", "simpo_beta",
-        "redi_softcap", "dpo_softcap", "simpo_temperature", "sft_softcap"])
+        "redi_softcap", "dpo_softcap", "simpo_temperature", "sft_softcap", "floor=0",
+        "floor=1", "floor=nan", "floor=True"])
 def test_bad_hyperparameters_raise_value_error(make):
     with pytest.raises(ValueError, match="^(alpha|chosen_coef|beta|loss_type|softcap|"
-                                         "temperature) must be"):
+                                         "temperature|negative_floor) must be"):
         make()

@@ -242,12 +242,43 @@ def test_resume_refuses_a_checkpoint_of_another_loss(data_dir, sft_export, tmp_p
 @pytest.mark.parametrize("override, message", [
     ("epochs=0", "epochs must be > 0"), ("grad_clip=0", "grad_clip must be > 0"),
     ("keep_last=-1", "keep_last must be >= 0"), ("alpha=1.5", "alpha must be in [0, 1]"),
-    ("beta=0", "beta must be > 0")])
+    ("beta=0", "beta must be > 0"),
+    ("negative_floor=0", "negative_floor must be a probability in (0, 1) or None (off), got 0.0"),
+    ("negative_floor=1", "negative_floor must be a probability in (0, 1) or None (off), got 1.0"),
+    ("negative_floor=high", "negative_floor must be float or null, got 'high'")])
 def test_out_of_range_values_are_config_errors(override, message):
     from redi.train.config import ConfigError, build_config
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_config(None, [*TINY_MODEL, override])
+
+
+@pytest.mark.parametrize("loss", ["dpo", "simpo", "sft"])
+def test_negative_floor_is_for_redi_only(loss):
+    from redi.train.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=re.escape(
+            f"negative_floor applies to loss redi only, got loss={loss} (set "
+            "negative_floor=null)")):
+        build_config(None, [*TINY_MODEL, f"loss={loss}", "negative_floor=0.05"])
+
+
+def test_tiny_redi_floor_recipe_is_tiny_redi_with_a_floor():
+    """The recipe differs from tiny_redi in its floor and output_dir only (same lr), the
+    trainer's loss gets the floor, and the run records it (config.yaml, the settings line)."""
+    import dataclasses
+
+    from redi.train.config import build_config, describe, to_yaml
+    from redi.train.loop import make_loss
+
+    plain = build_config(REPO / "recipes" / "tiny_redi.yaml")
+    floor = build_config(REPO / "recipes" / "tiny_redi_floor.yaml")
+    a, b = dataclasses.asdict(plain), dataclasses.asdict(floor)
+    assert {k for k in a if a[k] != b[k]} == {"negative_floor", "output_dir"}
+    assert (plain.negative_floor, floor.negative_floor) == (None, 0.05)
+    assert make_loss(floor).negative_floor == 0.05 and make_loss(plain).negative_floor is None
+    assert "negative_floor: 0.05" in to_yaml(floor).splitlines()
+    assert "negative_floor=0.05" in describe(floor).split()
 
 
 def test_no_model_is_a_config_error():

@@ -128,7 +128,8 @@ def _teacher_line(teacher: dict) -> str:
             f"{teacher['pairs']} pairs")
     if "error_rate_by_style" not in teacher:
         return line
-    rates = ", ".join(f"{s} {_fmt(r)} %" for s, r in teacher["error_rate_by_style"].items())
+    rates = ", ".join(f"{s} {_fmt(r)}{' %' * (r is not None)}"
+                      for s, r in teacher["error_rate_by_style"].items())
     shares = ", ".join(f"{s} {_fmt(r)} %" for s, r in teacher["style_share"].items())
     return (f"{line}; share of the samples by style: {shares}; error rate by style: {rates}; "
             f"terse share of the correct samples {_fmt(teacher['terse_share_of_correct'])} %")

@@ -79,6 +79,7 @@ def test_quick_compare_sweep_every_field_then_stale_and_resuming_reruns(tmp_path
     assert set(results["curves"]) == set(stage2)
     if TASK == "styles":
         assert {"error_rate_by_style", "terse_share_of_correct"} <= set(results["teacher"])
+        assert "error rate by style: verbose" in (tmp_path / "results.md").read_text()
     # sft_more: the pairs' chosen traces, in the pairs' order, with REDI's steps
     data = tmp_path / "data"
     pairs = [json.loads(line) for line in (data / "pairs.jsonl").open()]

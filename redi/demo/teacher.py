@@ -23,13 +23,27 @@ pushing their tokens down (REDI's alpha term) should help the student beyond wha
 on the same correct traces gives.
 
 An earlier checkpoint of the same run (``base_checkpoint``) is the student's starting point,
-as the paper's student is a pretrained base model. The rows and the base ship with the
-package (``redi/data/builtin-teacher.jsonl.gz``, ``redi/data/builtin-base/``); regenerate
-them with ``python -m redi.demo.teacher`` (resumes an interrupted run from ``--work``). The
-shipped teacher run was trained in 4 data-parallel processes (``torchrun --nproc_per_node 4
--m redi.cli sft --config recipes/tiny_teacher.yaml data=WORK/rules output_dir=WORK/model
-max_steps=400 save_every=100 keep_last=1000 micro_batch_size=16``, then this command with
-``--work WORK``); one process trains an equivalent, not bit-identical, teacher.
+as the paper's student is a pretrained base model. Each teacher task's rows and base ship
+with the package (``builtin_task.teacher_rows_path(task)``, ``builtin_task.base_model(task)``);
+regenerate them with ``python -m redi.demo.teacher --task TASK`` (resumes an interrupted run
+from ``--work``; ``SHIPPED`` holds each shipped teacher's settings).
+
+* ``addition`` (verbose traces only): trained 400 steps in 4 data-parallel processes
+  (``torchrun --nproc_per_node 4 -m redi.cli sft --config recipes/tiny_teacher.yaml
+  data=WORK/rules output_dir=WORK/model max_steps=400 save_every=100 keep_last=1000
+  micro_batch_size=16``, then this command with ``--work WORK``); one process trains an
+  equivalent, not bit-identical, teacher. 51 % of its samples are wrong.
+* ``styles`` (the default task): rule traces half verbose, half terse (``terse_share`` 0.5),
+  1,200 steps in one process (interrupted at step 328 and resumed with one thread, so a
+  rerun is equivalent, not bit-identical); base: step 400. Its samples (2026-12-04): 17.6 %
+  wrong, verbose 50.9 % of samples with 5.1 % wrong, terse 49.1 % with 30.6 % wrong (6x),
+  terse 41.4 % of the correct samples. Targets were: terse error at least twice verbose,
+  terse 40-60 % of the correct samples, 30-60 % wrong overall; the last is missed. Tried
+  (all T = 0.6): the same run's step 800 (43.1 % wrong, verbose 22.9 / terse 69.0 % wrong,
+  terse 23.8 % of correct: too few terse positives) and 400 steps (91 % wrong); a 70 % terse
+  run at step 1,000 (first 1,856 problems: 43.9 % wrong, but the samples are 83 % terse, verbose 30.3 / terse 46.7 %
+  wrong: ratio 1.5, terse 78.5 % of correct). Sampling at T = 0.6 sharpens the majority
+  style, so only a balanced mix keeps both styles common.
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ import math
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redi.data import builtin_task
@@ -52,8 +66,8 @@ RECIPES = importlib.resources.files("redi.recipes")
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    task: str = builtin_task.DEFAULT_TASK  # one of builtin_task.TEACHER_TASKS
-    terse_share: float = 0.5  # task "styles": share of terse rule traces it learns from
+    task: str = "addition"  # one of builtin_task.TEACHER_TASKS
+    terse_share: float = 0.0  # share of terse rule traces it learns from (task "styles")
     rule_problems: int = 20_000  # problems whose rule-generated correct trace it learns from
     steps: int = 400  # the run's SFT schedule (linear decay to 0); the teacher is its end
     base_checkpoint: int = 200  # the student's starting point: an earlier checkpoint
@@ -63,6 +77,12 @@ class TeacherSettings:
     max_new_tokens: int = 160
     seed: int = 0
     batch_size: int = 256
+
+
+# The shipped teachers' settings (see the module docstring for how each was chosen).
+SHIPPED = {"addition": TeacherSettings(),
+           "styles": TeacherSettings(task="styles", terse_share=0.5, steps=1200,
+                                     base_checkpoint=400)}
 
 
 def train_teacher(work: Path, settings: TeacherSettings) -> Path:
@@ -203,7 +223,6 @@ def build_teacher_rows(output: Path, work: Path, settings: TeacherSettings,
 
 
 def main(argv: list[str]) -> int:
-    defaults = TeacherSettings()
     parser = argparse.ArgumentParser(prog="python -m redi.demo.teacher",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=builtin_task.TEACHER_TASKS,
@@ -216,19 +235,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--work", type=Path, default=None,
                         help="the teacher's data, checkpoints and samples (reruns resume; "
                              "default runs/teacher-TASK)")
-    parser.add_argument("--terse-share", type=float, default=defaults.terse_share,
-                        help="task styles: share of terse rule traces the teacher learns from")
-    parser.add_argument("--problems", type=int, default=defaults.problems)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument("--terse-share", type=float, default=None,
+                        help="task styles: share of terse rule traces the teacher learns from "
+                             "(default: the shipped teacher's)")
+    parser.add_argument("--problems", type=int, default=None,
+                        help="training problems sampled (default: the shipped teacher's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="the teacher's SFT steps (default: the shipped teacher's)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default: the shipped teacher's)")
     args = parser.parse_args(argv)
-    if args.problems < 1 or args.steps < 1 or args.temperature <= 0:
-        parser.error("--problems and --steps must be >= 1 and --temperature > 0")
-    if not 0 <= args.terse_share <= 1:
-        parser.error(f"--terse-share must be in [0, 1], got {args.terse_share}")
-    settings = TeacherSettings(task=args.task, terse_share=args.terse_share,
-                               problems=args.problems, steps=args.steps,
-                               temperature=args.temperature)
+    chosen = {k: v for k, v in (("problems", args.problems), ("steps", args.steps),
+                                ("temperature", args.temperature),
+                                ("terse_share", args.terse_share)) if v is not None}
+    settings = replace(SHIPPED[args.task], **chosen)
+    if settings.problems < 1 or settings.steps <= settings.base_checkpoint \
+            or settings.temperature <= 0 or not 0 <= settings.terse_share <= 1:
+        parser.error(f"need --problems >= 1, --steps > {settings.base_checkpoint} (the base "
+                     "checkpoint), --temperature > 0 and --terse-share in [0, 1]")
     output = args.output or builtin_task.teacher_rows_path(args.task)
     rates = build_teacher_rows(output, args.work or Path(f"runs/teacher-{args.task}"), settings,
                                args.base_output or builtin_task.base_model(args.task))

@@ -42,8 +42,8 @@ from ``--work``; ``SHIPPED`` holds each shipped teacher's settings).
   (all T = 0.6): the same run's step 800 (43.1 % wrong, verbose 22.9 / terse 69.0 % wrong,
   terse 23.8 % of correct: too few terse positives) and 400 steps (91 % wrong); a 70 % terse
   run at step 1,000 (first 1,856 problems: 43.9 % wrong, but 83 % of the samples terse,
-  verbose 30.3 / terse 46.7 % wrong: ratio 1.5, terse 78.5 % of correct). Sampling at T = 0.6 sharpens the majority
-  style, so only a balanced mix keeps both styles common.
+  verbose 30.3 / terse 46.7 % wrong: ratio 1.5, terse 78.5 % of correct). Sampling at
+  T = 0.6 sharpens the majority style, so only a balanced mix keeps both styles common.
 """
 
 from __future__ import annotations

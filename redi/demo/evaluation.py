@@ -24,6 +24,9 @@ from redi.demo.design import TEST_TEMPERATURE, DemoSize
 from redi.demo.pieces import Piece, claim
 
 FINAL = "final"
+# Sequences generated at once: the tiny model's decoding is per-step overhead on a CPU, so a
+# large batch is faster (200 problems x 4 samples: 9.5 s at 100, 5.8 s at 400, same samples)
+GENERATION_BATCH = 400
 
 
 def final_model(piece: Piece) -> Path:
@@ -46,7 +49,7 @@ class Evaluator:
                        "temperature": temperature, "max_new_tokens": self.size.max_new_tokens,
                        "model": model.identity, "step": step, "data": self.data.identity})
         if not (folder / "summary.json").is_file():  # written last by evaluate
-            options = EvalOptions(samples=k, prompt_style="plain", batch_size=100,
+            options = EvalOptions(samples=k, prompt_style="plain", batch_size=GENERATION_BATCH,
                                   sampling=SamplingSettings(
                                       temperature=temperature,
                                       max_new_tokens=self.size.max_new_tokens))

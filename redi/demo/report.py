@@ -98,6 +98,11 @@ def _sweep_section(results: dict) -> list[str]:
             cells = [_per_seed(value(points[lr]), kind) if lr in points else ""
                      for lr in rates]
             lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
+    if longer := results.get("sft_more_longer"):
+        lines += ["", f"Falsification control: {label('sft_more')} at its chosen rate "
+                  f"{longer['lr']:g} with {longer['times_steps']}x the steps: validation "
+                  f"sampled pass@1 {_per_seed(longer[SELECTION_METRIC])} %, terse share "
+                  f"{_per_seed(longer['terse_share'])} % (seeds {longer['seeds']})."]
     return lines
 
 

@@ -76,6 +76,7 @@ from redi.demo.summary import method_entry, paired_entries, sweep_entry, usable_
 from redi.demo.task_data import chosen_traces, prepare_data, teacher_summary
 
 PLATEAU_POINTS = 3
+LONGER = 3  # sft_more_longer: this many times sft_more's steps
 # Training settings the demo sets itself (recorded under their own names, not the recipe's)
 OVERRIDDEN = ("data", "output_dir", "init_from", "model_config", "seed", "resume", "progress",
               "lr", "epochs", "save_every", "keep_last")
@@ -148,6 +149,15 @@ def stage2(inputs: Inputs, first: Piece, seed: int, method: str, lr: float) -> P
     return _trained(inputs, inputs.out / f"seed{seed}" / method / f"lr{lr:g}", method, seed,
                     {"piece": "stage2", "lr": lr, "stage1": first.identity},
                     inputs.size.stage2_epochs, inputs.size.stage2_points,
+                    [f"init_from={final_model(first)}", f"lr={lr}"])
+
+
+def sft_more_longer(inputs: Inputs, first: Piece, seed: int, lr: float) -> Piece:
+    """The pre-registered falsification control: ``sft_more`` at its chosen rate with
+    ``LONGER`` times the steps (does more SFT alone also lower the terse share?)."""
+    return _trained(inputs, inputs.out / f"seed{seed}" / f"sft_more_x{LONGER}" / f"lr{lr:g}",
+                    "sft_more", seed, {"piece": "stage2", "lr": lr, "stage1": first.identity},
+                    LONGER * inputs.size.stage2_epochs, inputs.size.stage2_points,
                     [f"init_from={final_model(first)}", f"lr={lr}"])
 
 
@@ -246,6 +256,12 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
                  for lr in grids[m]} for m in stage2_methods}
     chosen = choose_lrs({m: {lr: [c[SELECTION_METRIC] for c in cs] for lr, cs in points.items()}
                          for m, points in cells.items()})
+    longer = None
+    if grid and "sft_more" in chosen:
+        longer = sweep_entry([evaluator.validation_cell(
+            sft_more_longer(inputs, first[s], s, chosen["sft_more"]), stage2_data)
+            for s in swept["sft_more"]]) | {"lr": chosen["sft_more"], "times_steps": LONGER,
+                                            "seeds": swept["sft_more"]}
     map_jobs(test_seed, [(inputs, s, {m: chosen[m] for m in stage2_methods
                                       if s in seeds_of[m]}) for s in seeds], workers)
     tested = {"sft": [evaluator.sampled(first[s], "test") for s in seeds]}
@@ -272,6 +288,7 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
                                       for lr, cell in points.items()}
                                   for m, points in sweep.items()},
         "usable_window": usable_window(sweep),
+        "sft_more_longer": longer,
         "selection": {"metric": SELECTION_METRIC,
                       "rule": "per Stage-2 method, the learning rate with the best mean over "
                               "seeds of the final model's validation sampled pass@1 (k "

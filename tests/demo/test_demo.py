@@ -89,6 +89,15 @@ def test_quick_compare_sweep_every_field_then_stale_and_resuming_reruns(tmp_path
     for lr in ("0.0001", "0.001"):
         assert (_last_step(tmp_path / "seed0" / "sft_more" / f"lr{lr}" / "run")
                 == _last_step(tmp_path / "seed0" / "redi" / f"lr{lr}" / "run"))
+    # the pre-registered falsification control: sft_more at its chosen rate, 3x the steps
+    longer = results["sft_more_longer"]
+    assert longer["lr"] == results["methods"]["sft_more"]["lr"] and longer["times_steps"] == 3
+    assert CELL_KEYS - {"accuracy_by_style"} <= set(longer) and longer["seeds"] == [0]
+    longer_run, chosen_run = (tmp_path / "seed0" / name / f"lr{longer['lr']:g}"
+                              for name in ("sft_more_x3", "sft_more"))
+    assert (json.loads((longer_run / "piece.json").read_text())["epochs"]
+            == 3 * json.loads((chosen_run / "piece.json").read_text())["epochs"])
+    assert _last_step(longer_run / "run") > _last_step(chosen_run / "run")
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["methods"] == results["methods"] and written["paired"] == results["paired"]
     table = (tmp_path / "results.md").read_text()
@@ -96,6 +105,7 @@ def test_quick_compare_sweep_every_field_then_stale_and_resuming_reruns(tmp_path
         assert f"| {label(method)} |" in table
     assert "redi − sft_more" in table and "| dof | t_crit |" in table
     assert "terse share of the validation samples %" in table and PREREGISTERED in table
+    assert "Falsification control: more SFT" in table
     assert (tmp_path / "stage2_curves.png").stat().st_size > 10_000
     capsys.readouterr()
 

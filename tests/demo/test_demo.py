@@ -20,6 +20,7 @@ from redi.demo.design import (
     SELECTION_METRIC,
     label,
     output_dir,
+    recipe_value,
 )
 from redi.demo.pieces import StalePiece, claim
 from redi.demo.run import choose_lrs, plateau
@@ -152,8 +153,8 @@ def test_split_problems_in_two_worker_processes(tmp_path):
     trained_on = {"sft_more": data / STAGE2_DIR / "chosen_traces"}
     for seed in (0, 1):  # every seed's runs, each trained from its own Stage 1
         for method in BASIC:
-            config = (tmp_path / f"seed{seed}" / method / "lr1e-06" / "run" /
-                      "config.yaml").read_text()
+            config = (tmp_path / f"seed{seed}" / method / f"lr{recipe_value(method, 'lr'):g}"
+                      / "run" / "config.yaml").read_text()
             assert f"seed: {seed}" in config
             assert f"data: {trained_on.get(method, data / STAGE2_DIR)}\n" in config
     assert str(data / STAGE1_DIR) in (tmp_path / "seed1" / "sft" / "run" /

@@ -41,7 +41,8 @@ process (``trainer_peers.run_worker``):
 
 Then the longest REDI pair whose two steps fit ``long_budget_bytes`` (20 GiB) at the 0.5B
 shape, ``redi train`` against TRL ``DPOTrainer``, both without activation checkpointing
-(``longest``, ``search``): from the longest row above that fitted, candidates on a grid of
+(``longest``, ``search``): between the longest row above that fitted and the shortest that
+ran out of memory, candidates on a grid of
 ``long_resolution`` tokens predicted to fit (ours: the plan; TRL: a line from the same
 model's weights, gradients, moments and runtime through its last fit), the prediction
 calibrated on each measured fit, the midpoint after an out-of-memory; each confirmed by a
@@ -73,7 +74,7 @@ from trainer_peers import BETA, SIMPO_GAMMA, prepare_pairs, run_worker, write_pa
 from trainer_peers_worker import redi_train_argv
 
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-HEADROOM = GiB // 2  # left to the machine when a guard is its available memory
+HEADROOM = GiB  # left to the machine when a guard is its available memory
 # a LoRA export is merged (W + s B A in float64, rounded to fp32: redi.train.lora.merged_state),
 # so its logits differ from the adapters' by rounding: this much, relative to the largest
 MERGED_LOGITS_RTOL = 1e-5
@@ -298,9 +299,11 @@ def _largest(fits, lo: int, hi: int, grid: int) -> int | None:
     return a * grid
 
 
-def search(measure, predictor, seed, budget: int, grid: int, limit: int, tries: int):
+def search(measure, predictor, seed, budget: int, grid: int, limit: int, tries: int,
+           too_long: int | None = None):
     """The longest T on ``grid`` (up to ``limit``) whose run fits ``budget``. ``seed``: a
-    measured ``(T, peak bytes)`` known to fit, or None. Each candidate lies above every T that
+    measured ``(T, peak bytes)`` known to fit, or None; ``too_long``: a T known not to fit,
+    or None. Each candidate lies above every T that
     fitted and below every T that did not: after a fit (or from the seed), the largest T that
     ``predictor(point)`` (bytes as a function of T, calibrated on the last fit, ``point``; or
     None: no prediction) puts within the budget; after an out-of-memory, or without a
@@ -308,7 +311,7 @@ def search(measure, predictor, seed, budget: int, grid: int, limit: int, tries: 
     ``peak_bytes`` when "ok"); a timeout or failure ends the search, as do ``tries`` runs or
     no candidate left. Returns the outcomes, the longest T that fitted (0: none) and the
     shortest that did not."""
-    lo, hi, point, failed, tried = 0, limit + grid, seed, False, []
+    lo, hi, point, failed, tried = 0, min(limit + grid, too_long or limit + grid), seed, False, []
     if seed is not None:
         lo = seed[0]
     for _ in range(tries):
@@ -383,33 +386,38 @@ def longest(rs: RealScaleSettings, rows: list[dict], work: Path) -> list[dict]:
         static = sum(parts[k] for k in ("runtime", "weights", "gradients", "optimizer (AdamW)"))
         return lambda t: static + (point[1] - static) * t / point[0]
 
-    def seed(trainer: str):
-        """The longest row above of ``trainer`` at this model (full, no checkpointing) that
-        fitted the budget: (T, peak)."""
-        fits = [(r["seq_len"], r["peak_bytes"]) for r in rows
-                if r["trainer"] == trainer and r["model"] == rs.long_model and not r["lora_r"]
-                and not r["activation_checkpointing"] and r["status"] == "ok"
-                and r["peak_bytes"] <= budget]
-        return max(fits, default=None)
+    def known(trainer: str):
+        """What the rows above say of ``trainer`` at this model (full fine-tuning): the
+        longest T that fitted the budget without checkpointing, as (T, peak), and the shortest
+        that ran out of memory under a guard of at least the budget (with checkpointing or
+        not: checkpointing only lowers the peak)."""
+        same = [r for r in rows if r["trainer"] == trainer and r["model"] == rs.long_model
+                and r["kind"] == "trainer" and not r["lora_r"]]
+        fits = [(r["seq_len"], r["peak_bytes"]) for r in same if r["status"] == "ok"
+                and not r["activation_checkpointing"] and r["peak_bytes"] <= budget]
+        failed = [r["seq_len"] for r in same if r["status"] == "oom"
+                  and r["guard_bytes"] >= budget]
+        return max(fits, default=None), min(failed, default=None)
 
     out = []
     for trainer, loss, impl, measure, predictor in (
             ("redi-train", "redi", "redi train", measure_ours, plan_predictor),
             ("trl-dpo", "dpo", "TRL DPOTrainer (ref precomputed)", measure_trl, line_predictor)):
-        start = seed(trainer)
-        tried, lo, hi = search(measure, predictor, start, budget, grid, limit, rs.long_tries)
+        start, too_long = known(trainer)
+        tried, lo, hi = search(measure, predictor, start, budget, grid, limit, rs.long_tries,
+                               too_long)
         fit = next((o for o in tried if o["seq_len"] == lo), {})
         if start is not None and lo == start[0]:  # no longer run fitted: the row's figures
             fit = next(r for r in rows if r["trainer"] == trainer and r["seq_len"] == lo
-                       and r["kind"] == "trainer" and not r["lora_r"]
-                       and not r["activation_checkpointing"])
+                       and r["kind"] == "trainer" and r["model"] == rs.long_model
+                       and not r["lora_r"] and not r["activation_checkpointing"])
         row = {**_base(Row(rs.long_model, lo), rs, "longest", trainer, loss, impl),
                "status": "ok" if lo else "none fits", "budget_bytes": budget,
                "peak_bytes": fit.get("peak_bytes"), "time_s": fit.get("time_s"),
                "tokens_per_s": fit.get("tokens_per_s"),
                "attn_implementation": fit.get("attn_implementation"), "tries": tried,
                "longer_failed_at": hi if hi <= limit else None, "positions_limit": limit,
-               "seed_seq_len": None if start is None else start[0]}
+               "seed_seq_len": None if start is None else start[0], "known_too_long": too_long}
         if trainer == "redi-train":
             row["planned_longest_with_checkpointing"] = _largest(
                 lambda n: planned(spec(n, checkpointing=True)).peak <= budget, 0, limit + grid,
@@ -450,6 +458,14 @@ def _num(value, fmt: str = "{:.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _shape(row: dict) -> str:
+    return f"{row['model']} {row['mode']}{' +ckpt' if row['activation_checkpointing'] else ''}"
+
+
+def _status(row: dict) -> str:
+    return "ok" if row["status"] == "ok" else row["error"]
+
+
 def _logits(row: dict) -> str:
     if row.get("export_logits_match") is None:
         return "-"
@@ -472,13 +488,10 @@ def markdown(settings: Settings, rows: list[dict], env: dict) -> str:
              "| first step s | checkpoint GiB (s) | resumed loss = uninterrupted | export GiB "
              "(s) | reloaded export's logits | logged / unlogged step peak | "
              "attention |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|"]
-    for r in rows:
-        if r["kind"] != "trainer" or r["trainer"] != "redi-train":
-            continue
-        status = r["error"] if r["status"] != "ok" else "ok"
+    trained = [r for r in rows if r["kind"] == "trainer"]
+    for r in (r for r in trained if r["trainer"] == "redi-train"):
         lines.append(
-            f"| {r['model']} {r['mode']}{' +ckpt' if r['activation_checkpointing'] else ''} | "
-            f"{r['seq_len']} | {status} | {_gib(r.get('planned_bytes'))} | "
+            f"| {_shape(r)} | {r['seq_len']} | {_status(r)} | {_gib(r.get('planned_bytes'))} | "
             f"{_gib(r['peak_bytes'])} | {_num(r.get('plan_vs_measured'), '{:.3f}')} | "
             f"{_num(r['tokens_per_s'], '{:.1f}')} | {_num(r['first_step_s'], '{:.1f}')} | "
             f"{_gib(r.get('checkpoint_bytes'))} ({_num(r.get('checkpoint_s'), '{:.1f}')}) | "
@@ -487,17 +500,22 @@ def markdown(settings: Settings, rows: list[dict], env: dict) -> str:
             f"{_logits(r)} | "
             f"{_num(r.get('logged_vs_unlogged'), '{:.4f}')} | "
             f"{r['attn_implementation'] or '-'} |")
-    lines += ["", "## Peers (same model, pair, LoRA and checkpointing)", "",
+    lines += ["", "Peak RSS: set-up and the 2 steps (what the plan predicts; the checkpoint and "
+              "export have their own, in the JSON). Resumed: the step-2 loss of a run resumed "
+              "from the step-1 checkpoint. Export: reloaded with `AutoModelForCausalLM` in a "
+              "new process, logits on one batch against the trained model's (a LoRA export "
+              "is merged, W + s B A, so equal up to rounding). Logged / unlogged: step 2's peak "
+              "RSS with and without `update_norm` and the other metrics. Attention "
+              "`redi_packed_sdpa`: redi's sdpa wrapper, which runs sdpa itself on these padded "
+              "(unpacked) one-pair batches.",
+              "", "## Peers (same model, pair, LoRA and checkpointing)", "",
               "| model | T | trainer | status | tokens/s | x redi train | peak RSS GiB | "
               "x redi train | first step s | attention |",
               "|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        if r["kind"] != "trainer":
-            continue
-        status = r["error"] if r["status"] != "ok" else "ok"
+    for r in trained:
         lines.append(
-            f"| {r['model']} {r['mode']}{' +ckpt' if r['activation_checkpointing'] else ''} | "
-            f"{r['seq_len']} | {r['impl']} | {status} | {_num(r['tokens_per_s'], '{:.1f}')} | "
+            f"| {_shape(r)} | {r['seq_len']} | {r['impl']} | {_status(r)} | "
+            f"{_num(r['tokens_per_s'], '{:.1f}')} | "
             f"{_num(r.get('tokens_per_s_vs_redi'), '{:.2f}')} | "
             f"{_gib(r['peak_bytes'] or r.get('peak_bytes_at_failure'))} | "
             f"{_num(r.get('peak_bytes_vs_redi'), '{:.2f}')} | "

@@ -135,6 +135,10 @@ def test_search_calibrates_its_prediction_and_bisects_after_an_oom():
     tried, lo, hi = real_scale.search(measure, lambda point: None, (128, 356), 1000, 16, 1024,
                                       tries=3)
     assert runs == [576, 352, 464] and (lo, hi) == (352, 464)  # bounded: 3 runs
+    runs, measure = _fake_runs(true_peak, 1000)  # below a T known not to fit
+    tried, lo, hi = real_scale.search(measure, lambda point: None, None, 1000, 16, 1024,
+                                      tries=2, too_long=512)
+    assert runs == [256, 384] and (lo, hi) == (384, 512)
 
     def timed_out(t):
         return {"status": "timeout", "error": "ran longer than 1 s; killed"}

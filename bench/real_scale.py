@@ -122,7 +122,7 @@ PROFILES = {
         shrink=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048),
         prompt_len=32, budget_bytes=24 * GiB, long_model="qwen2.5-0.5b",
-        long_budget_bytes=2 * GiB, long_resolution=64, long_tries=3, timeout_s=600,
+        long_budget_bytes=2 * GiB, long_resolution=64, long_tries=3, timeout_s=1800,
         probe_tokens=16, threads=1),
 }
 # the peers: (trainer, loss, label)

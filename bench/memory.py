@@ -13,6 +13,7 @@ import ctypes
 import gc
 
 import torch
+from proc_status import reset_rss_peak, status_bytes
 
 _M_MMAP_THRESHOLD = -3
 
@@ -27,19 +28,6 @@ def _glibc_returns_large_blocks():
 _glibc_returns_large_blocks()
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_rss_peak():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def peak_extra_bytes(fn, device: torch.device | str = "cpu") -> int:
     """Run ``fn()`` once; return its peak memory above the memory in use before the call."""
     device = torch.device(device)
@@ -51,7 +39,7 @@ def peak_extra_bytes(fn, device: torch.device | str = "cpu") -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    _reset_rss_peak()
-    base = _status_bytes("VmRSS")
+    reset_rss_peak()
+    base = status_bytes("VmRSS")
     fn()
-    return _status_bytes("VmHWM") - base
+    return status_bytes("VmHWM") - base

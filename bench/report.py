@@ -33,6 +33,9 @@ class Section:
     run: Callable[[Settings], list[dict]]
     columns: tuple[Column, ...]
     plotted: bool  # rows carry ``tokens`` and are worth plotting against it
+    # the rows as a markdown report, ``(settings, rows, environment) -> text``, written
+    # beside the JSON as ``<stem>-<name>.md``
+    markdown: Callable[[Settings, list[dict], dict], str] | None = None
 
 
 MS = Column("time ms", "time_s", "{:.1f}", scale=1e3)

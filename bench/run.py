@@ -21,11 +21,16 @@ Sections (``SECTIONS``; run in the order given):
 * ``trainer-peers`` (only when named in ``--sections``; ~20 min on 2 CPU cores): ``redi
   train`` vs TRL's DPOTrainer (with and without Liger) and CPOTrainer (SimPO) on the same
   model, pairs and steps, one process per trainer (``trainer_peers``).
+* ``real-scale`` (only when named; hours on 2 CPU cores, minutes with ``--quick``): the
+  paper's model shapes with random weights, the planner against measured peak RSS,
+  checkpoint, resume and export, TRL's trainers, the longest pair within 20 GiB
+  (``real_scale``).
 
 Shapes and sizes per device and for ``--quick``: ``settings.py``. Writes a table per section
 to stdout and ``<out>/<device>-<date>[-quick].json`` / ``.csv`` (rows + environment; ``<out>``
 is ``runs/bench/`` unless ``--out`` says otherwise) and
-``<stem>-<section>-{time,memory}.png`` for the swept sections; the files are rewritten after
+``<stem>-<section>-{time,memory}.png`` for the swept sections (and ``<stem>-<section>.md``
+for a section with a markdown report); the files are rewritten after
 every section, so an interrupted run keeps what it measured.
 """
 
@@ -40,6 +45,7 @@ from pathlib import Path
 
 import loss_level
 import real_head
+import real_scale
 import step_level
 import torch
 import trainer_level
@@ -52,12 +58,14 @@ from settings import MODEL_SHAPES, MiB, profile
 SECTIONS = {s.name: s for s in (loss_level.SECTION, step_level.STEP_SECTION,
                                 step_level.MAX_SEQ_SECTION, trainer_level.SECTION,
                                 real_head.SECTION, real_head.TIME_SECTION,
-                                trainer_peers.SECTION)}
+                                trainer_peers.SECTION, real_scale.SECTION)}
 # A run directory outside the source tree (ignored by git); committed results go under
 # bench/results/<device>-<date>/ only when asked for with --out.
 FULL_WHEN_NAMED = ("head",)  # its full-size run only when named: an hour or more on a CPU
-# trainer-peers: ~20 min on 2 CPU cores, also with --quick; head-time: what head measures too
-ONLY_WHEN_NAMED = (trainer_peers.SECTION.name, real_head.TIME_SECTION.name)
+# trainer-peers: ~20 min on 2 CPU cores, also with --quick; head-time: what head measures too;
+# real-scale: hours
+ONLY_WHEN_NAMED = (trainer_peers.SECTION.name, real_head.TIME_SECTION.name,
+                   real_scale.SECTION.name)
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 
 
@@ -148,6 +156,9 @@ def main(argv=None) -> int:
               f"({time.perf_counter() - start:.0f} s)", flush=True)
         if section.plotted:
             files += _plots(section, section_rows, stem)
+        if section.markdown is not None:
+            files.append(stem.with_name(f"{stem.name}-{section.name}.md"))
+            files[-1].write_text(section.markdown(settings, section_rows, env))
         env["load_average_after"] = os.getloadavg()
         write_json(stem.with_suffix(".json"), env, settings, rows)
         write_csv(stem.with_suffix(".csv"), env, rows)

@@ -34,12 +34,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from proc_status import status_bytes
 from report import Column, Section, add_ratios
 from settings import ModelShape, Settings
 
 WORKER = Path(__file__).with_name("trainer_peers_worker.py")
+POLL_S = 0.05  # how often run_worker samples a worker's resident set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,20 +133,45 @@ def _redi_trl_installed() -> bool:
         return False
 
 
-def _run_worker(spec: dict, work: Path) -> tuple[dict, int]:
-    """The worker's result and its peak resident set in bytes."""
+def run_worker(spec: dict, work: Path, guard_bytes: int | None = None,
+                timeout_s: float | None = None, extra_env: dict | None = None) -> tuple[dict, int]:
+    """The worker's result and its peak resident set in bytes (the larger of its
+    ``ru_maxrss`` and the resident set sampled every ``POLL_S`` while it runs). A worker whose
+    resident set passes ``guard_bytes``, or that runs longer than ``timeout_s``, is killed and
+    its result says so (``"stopped": "oom"`` or ``"timeout"``): a row, instead of the
+    kernel's OOM killer taking it or another process on the machine."""
     work.mkdir(parents=True)
     spec_path, result_path = work / "spec.json", work / "result.json"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(spec["threads"]),
                HF_HOME=str(work / "hf"), HF_DATASETS_CACHE=str(work / "hf" / "datasets"),
-               TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
+               TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1", **(extra_env or {}))
+    stopped, sampled, started = None, 0, time.monotonic()
     with (work / "log.txt").open("w") as log:
         child = subprocess.Popen([sys.executable, str(WORKER), str(spec_path), str(result_path)],
                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                sampled = max(sampled, status_bytes("VmRSS", child.pid))
+            except (OSError, RuntimeError):  # exiting: no status, or no VmRSS any more
+                pass
+            if stopped is None and guard_bytes is not None and sampled > guard_bytes:
+                stopped = ("oom", f"out of memory: its resident set reached "
+                                  f"{sampled / 2**30:.2f} GiB, past the "
+                                  f"{guard_bytes / 2**30:.2f} GiB guard; killed")
+            elif stopped is None and timeout_s is not None and \
+                    time.monotonic() - started > timeout_s:
+                stopped = ("timeout", f"ran longer than {timeout_s:.0f} s; killed")
+            if stopped is not None:
+                child.kill()
+            time.sleep(POLL_S)
         child.returncode = os.waitstatus_to_exitcode(status)
-    peak = usage.ru_maxrss * 1024
+    peak = max(usage.ru_maxrss * 1024, sampled)
+    if stopped is not None:
+        return {"error": stopped[1], "stopped": stopped[0]}, peak
     if result_path.is_file():
         return json.loads(result_path.read_text()), peak
     tail = " ".join((work / "log.txt").read_text().split())[-200:]
@@ -199,7 +227,7 @@ def run_peers(settings: Settings, configs=CONFIGS) -> list[dict]:
                             max_length=max_length, beta=BETA[loss], gamma=SIMPO_GAMMA,
                             threads=settings.threads or peers.threads)
                 spec = {**spec, "liger": False, **fields}
-                result, peak = _run_worker(spec, case / f"work{i}")
+                result, peak = run_worker(spec, case / f"work{i}")
                 rows.append(_row(trainer, loss, label, completion_len, peers, result, peak))
                 print(f"  T={completion_len} {label} {loss}: {rows[-1]['status']}"
                       f"{'' if rows[-1]['error'] is None else ' ' + rows[-1]['error']}",

@@ -3,8 +3,10 @@ from the config alone (the model is built on the meta device: no weights are rea
 
     redi plan --config recipes/tiny_redi.yaml [key=value ...] [--gpu-memory 80GiB] [--nproc N]
 
-What one device holds, with P parameters (P_t trainable), W = ``--nproc`` processes, b bytes
-per element of the compute dtype (bf16 on GPU, fp32 on CPU), n tokens per micro-batch
+What one device holds, with P parameters (P_t trainable: all, or with ``lora_r`` the LoRA
+adapters, counted on the meta-device model as ``redi.train.lora`` wraps it; they add to P),
+W = ``--nproc`` processes, b bytes per element of the compute dtype (bf16 on GPU, fp32 on
+CPU), n tokens per micro-batch
 (``micro_batch_size`` x ``max_length``, twice that for Stage-2 pairs), H, I, L, V the hidden,
 MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the model):
 
@@ -96,6 +98,8 @@ class ModelFacts:
     vocab: int
     largest_param: int  # elements of the largest parameter tensor (the embedding)
     description: str | None = None  # the shipped description counted, if no weights at hand
+    adapter_params: int = 0  # LoRA (lora_r set): the adapters, the only trained parameters
+    largest_adapter: int = 0  # elements of the largest adapter tensor
 
 
 def model_facts(config: TrainConfig) -> ModelFacts:
@@ -126,13 +130,24 @@ def model_facts(config: TrainConfig) -> ModelFacts:
     layers = lm.get_decoder().layers
     params = sum(p.numel() for p in lm.parameters())
     layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
+    largest_param = max(p.numel() for p in lm.parameters())
+    adapters = [0]
+    if config.lora_r is not None:
+        from redi.train.lora import apply_lora
+
+        try:
+            with torch.device("meta"):
+                peft = apply_lora(lm, config)
+        except ValueError as err:  # e.g. a target module the model does not have
+            raise PlanError(str(err)) from None
+        adapters = [p.numel() for p in peft.parameters() if p.requires_grad]
     text = hf.get_text_config()
     return ModelFacts(params=params, root_params=params - layer_params * len(layers),
                       layer_params=layer_params, hidden=text.hidden_size,
                       intermediate=text.intermediate_size, layers=len(layers),
-                      vocab=text.vocab_size,
-                      largest_param=max(p.numel() for p in lm.parameters()),
-                      description=description)
+                      vocab=text.vocab_size, largest_param=largest_param,
+                      description=description, adapter_params=sum(adapters),
+                      largest_adapter=max(adapters))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,12 +191,13 @@ def _loss_bytes(f: ModelFacts, config: TrainConfig, tokens: int, width: int,
 def plan(config: TrainConfig, facts: ModelFacts, nproc: int = 1, device: str = "cuda",
          trainable_params: int | None = None) -> Plan:
     """The per-device breakdown of ``config`` on ``nproc`` processes of ``device``.
-    ``trainable_params``: fewer than all (LoRA adapters); default all."""
+    ``trainable_params``: fewer than all (LoRA adapters); default: the adapters of a LoRA run
+    (``facts.adapter_params``), else all."""
     width = 4 if (config.dtype == "fp32" or (config.dtype == "auto" and device == "cpu")) else 2
-    trainable = facts.params if trainable_params is None else trainable_params
+    trainable = trainable_params or facts.adapter_params or facts.params
     rows = config.micro_batch_size * (1 if config.loss == "sft" else 2)
     tokens = rows * config.max_length
-    sharded = {"weights": 4 * facts.params // nproc,
+    sharded = {"weights": 4 * (facts.params + facts.adapter_params) // nproc,
                "gradients": 4 * trainable // nproc,
                "optimizer (AdamW)": 8 * trainable // nproc}
     host = dict(sharded) if config.cpu_offload else {}
@@ -218,15 +234,16 @@ def _optimizer_phase_bytes(f: ModelFacts, config: TrainConfig, trainable: int, n
                            device: str, runtime: int, device_static: dict[str, int]) -> int:
     """A logged step's optimizer step: weights, gradients and moments, the copy of the one
     parameter ``update_norm`` compares against (``step_with_update_norm`` steps them one at a
-    time; the largest: 4 x its elements / W), and AdamW's temporaries: on CUDA the
+    time; the largest trained one: 4 x its elements / W), and AdamW's temporaries: on CUDA the
     multi-tensor path of the unlogged steps takes sqrt of every second moment at once
     (4 P_t / W; counted with the copy, an upper bound), on CPU the per-tensor path two
-    temporaries of the largest parameter (8 x its elements / W). With ``cpu_offload`` all of
-    it is host memory."""
+    temporaries of the largest trained parameter (8 x its elements / W). With ``cpu_offload``
+    all of it is host memory."""
     if config.cpu_offload:
         return runtime
-    saved = 4 * f.largest_param // nproc
-    temporaries = 4 * trainable // nproc if device == "cuda" else 8 * f.largest_param // nproc
+    largest = f.largest_adapter or f.largest_param
+    saved = 4 * largest // nproc
+    temporaries = 4 * trainable // nproc if device == "cuda" else 8 * largest // nproc
     return runtime + sum(device_static.values()) + saved + temporaries
 
 

@@ -140,6 +140,27 @@ def test_breakdown_arithmetic():
     assert one.parts["activations"] - packed.parts["activations"] == 4 * 128 ** 2
 
 
+def test_lora_trains_only_the_adapters():
+    """With lora_r, gradients and AdamW moments are the adapters' (counted as PEFT adds them
+    to the real model), not all weights', and update_norm / AdamW's temporaries are one
+    adapter's."""
+    from redi.train.lora import apply_lora
+
+    config = _config("lora_r=4")
+    facts, full = model_facts(config), model_facts(_config())
+    adapters = [p.numel() for p in apply_lora(_real_model(), config).parameters()
+                if p.requires_grad]
+    assert facts.adapter_params == sum(adapters) and facts.largest_adapter == max(adapters)
+    assert facts.params == full.params and full.adapter_params == 0
+    lora = plan(config, facts, 1, "cpu")
+    assert lora.parts["weights"] == 4 * (facts.params + sum(adapters))
+    assert lora.parts["gradients"] == 4 * sum(adapters)
+    assert lora.parts["optimizer (AdamW)"] == 8 * sum(adapters)
+    assert lora.optimizer_phase == (lora.parts["runtime"] + 4 * facts.params
+                                    + 16 * sum(adapters) + 12 * max(adapters))
+    assert lora.peak < plan(_config(), full, 1, "cpu").peak
+
+
 def test_suggestions_stop_at_the_first_that_fits():
     config = _config("micro_batch_size=8", "global_batch_size=8", "max_length=2048")
     facts = model_facts(config)
@@ -170,6 +191,8 @@ def test_cli_prints_breakdown_and_verdict(capsys):
     ([*TINY, "lora_rank=8"], "unknown config key 'lora_rank'"),
     ([*TINY, "--nproc", "0"], "--nproc must be >= 1"),
     (["init_from=/nonexistent"], "/nonexistent is not a Hugging Face model directory"),
+    ([*TINY, "lora_r=4", "lora_target_modules=[qq_proj]"],
+     "lora_target_modules: 'qq_proj' matches no module"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, capsys):
     assert plan_main(argv) == 2

@@ -76,7 +76,7 @@ from redi.demo.summary import method_entry, paired_entries, sweep_entry, usable_
 from redi.demo.task_data import chosen_traces, prepare_data, teacher_summary
 
 PLATEAU_POINTS = 3
-LONGER = 3  # sft_more_longer: this many times sft_more's steps
+LONGER = 3  # the falsification control: this many times sft_more's steps
 # Training settings the demo sets itself (recorded under their own names, not the recipe's)
 OVERRIDDEN = ("data", "output_dir", "init_from", "model_config", "seed", "resume", "progress",
               "lr", "epochs", "save_every", "keep_last")
@@ -144,20 +144,15 @@ def stage1(inputs: Inputs, seed: int) -> Piece:
                     [f"init_from={inputs.base}", "model_config=null"])
 
 
-def stage2(inputs: Inputs, first: Piece, seed: int, method: str, lr: float) -> Piece:
-    """One Stage-2 run from the seed's Stage-1 model."""
-    return _trained(inputs, inputs.out / f"seed{seed}" / method / f"lr{lr:g}", method, seed,
+def stage2(inputs: Inputs, first: Piece, seed: int, method: str, lr: float,
+           times: int = 1) -> Piece:
+    """One Stage-2 run from the seed's Stage-1 model; ``times`` > 1 trains that many times
+    the steps into its own folder (the pre-registered falsification control: ``sft_more``
+    at its chosen rate with ``LONGER`` times the steps)."""
+    name = method if times == 1 else f"{method}_x{times}"
+    return _trained(inputs, inputs.out / f"seed{seed}" / name / f"lr{lr:g}", method, seed,
                     {"piece": "stage2", "lr": lr, "stage1": first.identity},
-                    inputs.size.stage2_epochs, inputs.size.stage2_points,
-                    [f"init_from={final_model(first)}", f"lr={lr}"])
-
-
-def sft_more_longer(inputs: Inputs, first: Piece, seed: int, lr: float) -> Piece:
-    """The pre-registered falsification control: ``sft_more`` at its chosen rate with
-    ``LONGER`` times the steps (does more SFT alone also lower the terse share?)."""
-    return _trained(inputs, inputs.out / f"seed{seed}" / f"sft_more_x{LONGER}" / f"lr{lr:g}",
-                    "sft_more", seed, {"piece": "stage2", "lr": lr, "stage1": first.identity},
-                    LONGER * inputs.size.stage2_epochs, inputs.size.stage2_points,
+                    times * inputs.size.stage2_epochs, inputs.size.stage2_points,
                     [f"init_from={final_model(first)}", f"lr={lr}"])
 
 
@@ -259,7 +254,7 @@ def run_demo(output: str | Path, seeds: list[int], methods: tuple[str, ...], siz
     longer = None
     if grid and "sft_more" in chosen:
         longer = sweep_entry([evaluator.validation_cell(
-            sft_more_longer(inputs, first[s], s, chosen["sft_more"]), stage2_data)
+            stage2(inputs, first[s], s, "sft_more", chosen["sft_more"], LONGER), stage2_data)
             for s in swept["sft_more"]]) | {"lr": chosen["sft_more"], "times_steps": LONGER,
                                             "seeds": swept["sft_more"]}
     map_jobs(test_seed, [(inputs, s, {m: chosen[m] for m in stage2_methods

@@ -11,7 +11,8 @@ final hidden states and the LM head weight, so no ``[tokens x vocab]`` logits ar
     trainer = REDITrainer(model, args=args, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
 
-``loss_type``: ``"redi"`` (reference-free; ``alpha``, ``chosen_coef``, ``neg_reweight_gamma``),
+``loss_type``: ``"redi"`` (reference-free; ``alpha``, ``chosen_coef``, ``neg_reweight_gamma``,
+``negative_floor``),
 ``"sigmoid"`` (DPO against a frozen reference: ``ref_model`` if given, the base model with
 the adapters disabled for a PEFT model, else a frozen copy of ``model`` taken before
 training; a dataset with ``ref_chosen_logps``/``ref_rejected_logps`` columns uses those (both
@@ -22,13 +23,17 @@ and eval datasets, and then holds no reference model) or ``"simpo"`` (``beta``,
 and means DPO. Hidden states and head weight come from the wrapped model's own forward
 (``redi.integrations.transformers``), so DDP and FSDP reduce the head's gradient like any
 other. A non-finite training loss stops the run before the optimizer step (``FloatingPointError``),
-as ``redi train`` does.
+as ``redi train`` does. A pair whose chosen and rejected completions tokenize to the same ids
+teaches no preference (under REDI it is SFT at weight ``1 - alpha``): as ``redi data prepare``
+does, such pairs are counted, dropped with a warning naming the first one, and kept with
+``drop_identical_pairs=False``; a dataset of nothing else is an error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -49,6 +54,7 @@ from redi.pair_logprob_sums import pair_logprobs
 
 LOSS_TYPES = ("redi", "sigmoid", "simpo")
 IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +69,10 @@ class REDIConfig(DPOConfig):
     chosen_coef: float = field(default=1.0, metadata={"help": "REDI: weight of the positives"})
     neg_reweight_gamma: float | None = field(default=None, metadata={
         "help": "REDI: optional negative reweighting exp(gamma * lp(y_l)/|y_l|)"})
+    negative_floor: float | None = field(default=None, metadata={
+        "help": "REDI: rejected tokens below this probability get no gradient (off: None)"})
+    drop_identical_pairs: bool = field(default=True, metadata={
+        "help": "drop (and count) pairs whose chosen and rejected tokenize the same"})
     simpo_gamma: float = field(default=1.0, metadata={"help": "SimPO: target reward margin"})
     loss_backend: str = field(default="auto", metadata={"help": "auto | triton | torch"})
     loss_single_pass: bool = field(default=False, metadata={
@@ -78,10 +88,14 @@ def _fused_loss(args: DPOConfig) -> torch.nn.Module:
         raise ValueError("ld_alpha and loss_weights are not supported by REDITrainer")
     common = dict(backend=getattr(args, "loss_backend", "auto"),
                   single_pass=getattr(args, "loss_single_pass", False))
+    negative_floor = getattr(args, "negative_floor", None)
     if types[0] == "redi":
         return losses.FusedLinearREDILoss(
             alpha=getattr(args, "alpha", 0.8), chosen_coef=getattr(args, "chosen_coef", 1.0),
-            neg_reweight_gamma=getattr(args, "neg_reweight_gamma", None), **common)
+            neg_reweight_gamma=getattr(args, "neg_reweight_gamma", None),
+            negative_floor=negative_floor, **common)
+    if negative_floor is not None:
+        raise ValueError(f"negative_floor is a REDI option; loss_type {types[0]!r} has none")
     if types[0] == "simpo":
         return losses.FusedLinearSimPOLoss(beta=args.beta, gamma=getattr(args, "simpo_gamma", 1.0),
                                            **common)
@@ -134,6 +148,26 @@ def _check_tokenized(dataset, name: str):
                                  "no tokens after tokenization")
 
 
+def without_identical_pairs(dataset, name: str, drop: bool):
+    """``dataset`` less its rows whose chosen and rejected ids are equal (``drop``), and how
+    many there were; a warning names the count and the first row, a dataset of nothing
+    else is a ValueError."""
+    same = [i for i, (w, l) in enumerate(zip(dataset["chosen_ids"], dataset["rejected_ids"]))
+            if w == l]
+    if same and len(same) == len(dataset):
+        raise ValueError(f"{name} dataset: every one of its {len(dataset)} pairs has the same "
+                         "chosen and rejected completion; there is no preference to learn")
+    if same:
+        what = "dropped" if drop else "kept (drop_identical_pairs=False)"
+        log.warning("%s dataset: %s %d of %d pairs whose chosen and rejected completions "
+                    "tokenize the same (the first: row %d)", name, what, len(same),
+                    len(dataset), same[0])
+    if drop and same:
+        kept = sorted(set(range(len(dataset))) - set(same))
+        dataset = dataset.select(kept)
+    return dataset, len(same)
+
+
 def shifted_labels(input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
     """Labels aligned with the hidden states: position t predicts token t + 1; prompt,
     padding and the last position are ``IGNORE_INDEX``."""
@@ -180,11 +214,14 @@ class REDITrainer(DPOTrainer):
             datasets.update(eval_dataset)
         elif eval_dataset is not None:
             datasets["eval"] = eval_dataset
+        self.identical_pairs = {}  # per dataset name: how many (dropped unless asked not to)
         for name, dataset in datasets.items():
             check_preference_rows(dataset, name)
             check_reference_columns(dataset, name)
-            datasets[name] = self._prepare_dataset(dataset, processing_class, args, name)
-            _check_tokenized(datasets[name], name)
+            dataset = self._prepare_dataset(dataset, processing_class, args, name)
+            _check_tokenized(dataset, name)
+            datasets[name], self.identical_pairs[name] = without_identical_pairs(
+                dataset, name, getattr(args, "drop_identical_pairs", True))
         train_dataset = datasets.pop("train")
         if eval_dataset is not None:
             eval_dataset = datasets if isinstance(eval_dataset, dict) else datasets["eval"]

@@ -4,6 +4,8 @@ across processes (DDP on gloo), and by training on the built-in task."""
 
 import copy
 import importlib.util
+import logging
+import math
 import os
 import subprocess
 import sys
@@ -43,14 +45,20 @@ def first_batch(trainer, n=4):
     return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
 
 
-def full_logit_sums(model, batch):
-    """float64 summed completion log-probs and lengths per row, from the full logits."""
+def full_logit_tokens(model, batch):
+    """float64 completion token log-probs (0 elsewhere) and the completion mask, from the
+    full logits."""
     logits = model(input_ids=batch["input_ids"],
                    attention_mask=batch["attention_mask"]).logits.double()
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     targets = batch["input_ids"][:, 1:]
     mask = batch["completion_mask"][:, 1:].bool()
-    token = logp.gather(-1, targets[..., None]).squeeze(-1) * mask
+    return logp.gather(-1, targets[..., None]).squeeze(-1) * mask, mask
+
+
+def full_logit_sums(model, batch):
+    """float64 summed completion log-probs and lengths per row, from the full logits."""
+    token, mask = full_logit_tokens(model, batch)
     return token.sum(-1), mask.sum(-1).double()
 
 
@@ -59,6 +67,10 @@ def reference_loss(model, batch, loss_type, args, ref_model=None):
     b = sums.shape[0] // 2
     lp_w, lp_l, len_w, len_l = sums[:b], sums[b:], lengths[:b], lengths[b:]
     if loss_type == "redi":
+        if args.negative_floor is not None:  # rejected tokens clamped at log tau, no gradient
+            token, mask = full_logit_tokens(model, batch)
+            floor = torch.full_like(token, math.log(args.negative_floor))
+            lp_l = (torch.maximum(token, floor) * mask).sum(-1)[b:]
         return LF.redi_loss(lp_w, lp_l, len_w, len_l, alpha=args.alpha,
                             chosen_coef=args.chosen_coef,
                             neg_reweight_gamma=args.neg_reweight_gamma)[0]
@@ -79,6 +91,7 @@ def assert_same_grads(model, reference, rtol=1e-4):
 @pytest.mark.parametrize("loss_type,extra,tied,conversational", [
     ("redi", {"alpha": 0.6, "chosen_coef": 1.5}, False, True),
     ("redi", {"neg_reweight_gamma": 0.3}, True, False),
+    ("redi", {"negative_floor": 0.0031}, False, True),
     ("sigmoid", {"beta": 0.5}, False, True),
     ("simpo", {"beta": 2.0, "simpo_gamma": 0.7}, True, True),
 ])
@@ -314,3 +327,58 @@ def test_a_non_finite_loss_stops_training_before_the_optimizer_step(tmp_path, to
         trainer.train()
     after = dict(trainer.model.named_parameters())
     assert all(torch.allclose(after[n], p, equal_nan=True) for n, p in before.items())
+
+
+def test_the_negative_floor_is_active_on_the_test_batch(tmp_path, tokenizer):
+    """The floored case above can fail only if some rejected tokens lie below tau and some
+    above; and the floor changes the loss."""
+    trainer = make_trainer(tmp_path, tokenizer, negative_floor=0.0031)
+    batch = first_batch(trainer)
+    token, mask = full_logit_tokens(trainer.model.double(), batch)
+    rejected = token[len(token) // 2:][mask[len(mask) // 2:]]
+    below = (rejected < math.log(0.0031)).float().mean().item()
+    assert 0.1 < below < 0.9, below
+    floored = trainer.compute_loss(trainer.model, batch).item()
+    trainer.loss_fn.negative_floor = None
+    assert floored != pytest.approx(trainer.compute_loss(trainer.model, batch).item(), rel=1e-6)
+
+
+def test_negative_floor_is_refused_for_dpo_and_simpo(tmp_path, tokenizer):
+    for loss_type in ("sigmoid", "simpo"):
+        with pytest.raises(ValueError, match="negative_floor is a REDI option"):
+            make_trainer(tmp_path, tokenizer, loss_type=loss_type, negative_floor=0.01)
+
+
+def identical_pair_rows(n, same):
+    """``n`` built-in pairs of which rows ``same`` have their chosen as rejected."""
+    from datasets import Dataset
+
+    rows = list(worker.builtin_pairs(n, conversational=False))
+    for i in same:
+        rows[i]["rejected"] = rows[i]["chosen"]
+    return Dataset.from_list(rows)
+
+
+def test_identical_pairs_are_counted_dropped_and_named(tmp_path, tokenizer, caplog):
+    rows = identical_pair_rows(6, [2, 4])
+    with caplog.at_level(logging.WARNING, logger="redi.integrations.trl"):
+        trainer = REDITrainer(worker.tiny_model(len(tokenizer)),
+                              args=worker.trainer_args(str(tmp_path)), train_dataset=rows,
+                              processing_class=tokenizer)
+    assert trainer.identical_pairs == {"train": 2}
+    kept = trainer.train_dataset
+    assert len(kept) == 4
+    assert all(r["chosen_ids"] != r["rejected_ids"] for r in kept)
+    assert "dropped 2 of 6 pairs" in caplog.text and "row 2" in caplog.text
+    keep = REDITrainer(worker.tiny_model(len(tokenizer)),
+                       args=worker.trainer_args(str(tmp_path), drop_identical_pairs=False),
+                       train_dataset=rows, processing_class=tokenizer)
+    assert len(keep.train_dataset) == 6 and keep.identical_pairs == {"train": 2}
+
+
+def test_a_dataset_of_identical_pairs_only_is_an_error(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="every one of its 3 pairs") as err:
+        REDITrainer(worker.tiny_model(len(tokenizer)), args=worker.trainer_args(str(tmp_path)),
+                    train_dataset=identical_pair_rows(3, [0, 1, 2]),
+                    processing_class=tokenizer)
+    assert "\n" not in str(err.value)

@@ -131,9 +131,23 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def load_state_dict(self, state: dict) -> None:
         """Continue where ``state`` was saved; the sampler must have the same lengths,
-        seed and number of replicas."""
+        seed and number of replicas, and the position must be one of that epoch's (a
+        ValueError naming the key otherwise: the state comes from a file)."""
+        for key in ("seed", "fingerprint", "num_replicas", "epoch", "position"):
+            if key not in state:
+                raise ValueError(f"sampler state has no {key!r}")
         for key in ("seed", "fingerprint", "num_replicas"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"sampler state does not match this sampler: {key} is "
                                  f"{state[key]!r} in the state, {getattr(self, key)!r} here")
+        for key in ("epoch", "position"):
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"sampler state: {key} is {value!r}, not a count")
+        epoch, position = self.epoch, self.position
         self.epoch, self.position = state["epoch"], state["position"]
+        if self.position > len(self):
+            batches = len(self)
+            self.epoch, self.position = epoch, position
+            raise ValueError(f"sampler state: position {state['position']} is past the "
+                             f"{batches} batches of epoch {state['epoch']}")

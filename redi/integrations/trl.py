@@ -152,8 +152,8 @@ def without_identical_pairs(dataset, name: str, drop: bool):
     """``dataset`` less its rows whose chosen and rejected ids are equal (``drop``), and how
     many there were; a warning names the count and the first row, a dataset of nothing
     else is a ValueError."""
-    same = [i for i, (w, l) in enumerate(zip(dataset["chosen_ids"], dataset["rejected_ids"]))
-            if w == l]
+    pairs = zip(dataset["chosen_ids"], dataset["rejected_ids"])
+    same = [i for i, (chosen, rejected) in enumerate(pairs) if chosen == rejected]
     if same and len(same) == len(dataset):
         raise ValueError(f"{name} dataset: every one of its {len(dataset)} pairs has the same "
                          "chosen and rejected completion; there is no preference to learn")

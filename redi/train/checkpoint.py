@@ -304,6 +304,26 @@ def _load(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
                    options=StateDictOptions(strict=not is_lora(model)))
     if optimizer is None:
         return meta, None
-    local = torch.load(path / f"rank{dist.get_rank()}.pt", weights_only=True)
-    _set_rng_state(local["rng"])
-    return meta, local["sampler"]
+    return meta, _restore_rank_state(path / f"rank{dist.get_rank()}.pt")
+
+
+def _restore_rank_state(file: Path) -> dict:
+    """Restore this rank's RNG from ``file`` and return its sampler state; a
+    CheckpointError naming the file if it is unreadable or not what ``save_checkpoint``
+    writes."""
+    try:
+        local = torch.load(file, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{file} is unreadable ({type(err).__name__}: {first[:300]})") \
+            from None
+    if not (isinstance(local, dict) and isinstance(local.get("rng"), dict)
+            and isinstance(local.get("sampler"), dict)):
+        raise CheckpointError(f"{file} is not a rank state: it must hold 'rng' and 'sampler' "
+                              "dicts")
+    try:
+        _set_rng_state(local["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{file}: its RNG state cannot be restored "
+                              f"({type(err).__name__}: {err})") from None
+    return local["sampler"]

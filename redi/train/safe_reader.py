@@ -82,10 +82,28 @@ class SafeFileSystemReader(FileSystemReader):
             if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
                 raise UnsafeCheckpoint(f"{path} names a shard outside the checkpoint "
                                        f"directory ({name!r})")
+        self._check_shard_sizes(path, storage.values())
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+    def _check_shard_sizes(self, metadata_path, storage) -> None:
+        """Every shard the metadata names exists and is as long as its items need: a
+        missing or truncated shard is named here (ValueError), not met as an EOFError
+        inside DCP."""
+        needed: dict[str, int] = {}
+        for info in storage:
+            end = getattr(info, "offset", 0) + getattr(info, "length", 0)
+            needed[info.relative_path] = max(needed.get(info.relative_path, 0), end)
+        for name, end in sorted(needed.items()):
+            shard = Path(self.path) / name
+            if not shard.is_file():
+                raise ValueError(f"{metadata_path} names the shard {name}, which is missing")
+            size = shard.stat().st_size
+            if size < end:
+                raise ValueError(f"shard {shard} is truncated: {size} bytes, its items "
+                                       f"need {end}")
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):

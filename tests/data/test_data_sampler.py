@@ -91,6 +91,23 @@ def test_state_of_another_sampler_is_refused():
         LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=4).load_state_dict(state)
 
 
+@pytest.mark.parametrize("edit,message", [
+    ({"position": None}, "no 'position'"),
+    ({"epoch": "1"}, "epoch is '1', not a count"),
+    ({"position": True}, "position is True, not a count"),
+    ({"position": -1}, "position is -1, not a count"),
+    ({"position": 64}, "position 64 is past the 63 batches of epoch 0"),
+])
+def test_a_hand_edited_state_is_refused_naming_the_key(edit, message):
+    """A state read from a checkpoint file; the sampler keeps its own position."""
+    sampler = LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=3)
+    next(iter(sampler))
+    state = {k: v for k, v in {**sampler.state_dict(), **edit}.items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        sampler.load_state_dict(state)
+    assert (sampler.epoch, sampler.position) == (0, 1)
+
+
 def test_ranks_deal_the_single_process_batches_round_robin():
     single = epoch(LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=5))
     ranks = [epoch(LengthGroupedBatchSampler(LENGTHS, batch_size=8, seed=5, num_replicas=2,

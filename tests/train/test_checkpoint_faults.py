@@ -223,7 +223,7 @@ def test_corrupt_files_without_manifest_are_one_line_errors(group, tmp_path, dam
     target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 3])
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, model, optimizer)
-    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value) and str(target) in str(err.value)
 
 
 def test_a_missing_shard_without_manifest_is_named(group, tmp_path):
@@ -235,8 +235,22 @@ def test_a_missing_shard_without_manifest_is_named(group, tmp_path):
     shard.unlink()
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, model)
-    assert str(err.value) == (f"checkpoint {path} is unreadable (FileNotFoundError: [Errno 2] "
-                              f"No such file or directory: '{shard}')")
+    assert str(err.value) == (f"checkpoint {path} is unreadable (ValueError: {path}/.metadata "
+                              f"names the shard {shard.name}, which is missing)")
+
+
+@pytest.mark.parametrize("state,message", [
+    ({"sampler": {}}, "must hold 'rng' and 'sampler' dicts"),
+    ({"rng": {"torch": "x", "python": None}, "sampler": {}}, "its RNG state cannot be restored"),
+])
+def test_a_hand_edited_rank_state_is_one_line_naming_the_file(group, tmp_path, state, message):
+    model, optimizer = _model()
+    path = _save(tmp_path, 1, model, optimizer)
+    (path / "manifest.json").unlink()
+    torch.save(state, path / "rank0.pt")
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(path, model, optimizer)
+    assert "\n" not in str(err.value) and str(path / "rank0.pt") in str(err.value)
 
 
 def edit_trainer_json(path: Path, key: str, value) -> None:

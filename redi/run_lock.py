@@ -1,5 +1,5 @@
-"""One run per output directory: an exclusive lock file, ``output_dir/.lock`` (training runs
-and ``redi prepare``).
+"""One run per output directory: an exclusive lock file, ``output_dir/.lock`` (training runs,
+``redi prepare`` and ``redi eval``).
 
 The file is created with ``O_EXCL`` and holds the owner's host name and PID. A second run
 on the same directory is refused with one line naming the owner; a lock whose process no

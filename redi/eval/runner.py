@@ -2,7 +2,8 @@
 
 ``OUT/samples.jsonl`` gets one line per finished sample (problem id, sample index, text,
 extracted answer, correct), appended as batches finish, so a rerun with the same ``OUT``
-generates only the samples that are missing. ``OUT/summary.json`` holds pass@1, its
+generates only the samples that are missing (one ``redi eval`` per ``OUT`` at a time:
+``redi.run_lock``). ``OUT/summary.json`` holds pass@1, its
 standard error, pass@k, the counts and the grader (``redi.eval.is_correct``; a sample
 graded by another grader in an earlier run is graded again from its text). Prompts are the
 training format's: the tokenizer's chat template around the problem (worded as
@@ -28,6 +29,7 @@ from redi.files import (
 )
 from redi.grading.answers import grade
 from redi.model_dir import check_model_dir, model_fingerprint
+from redi.run_lock import RunLock
 
 from .benchmarks import Problem, detect_benchmark, load_benchmark
 from .defaults import default_grader
@@ -160,7 +162,8 @@ def evaluate(model_dir: str, data_path: str, output_dir: str, benchmark: str = "
     benchmark = benchmark if benchmark != "auto" else (detect_benchmark(data_path) or "generic")
     options = replace(options, grader=options.grader or default_grader(benchmark))
     out = make_output_dir(output_dir)
-    with full_disk_reported(out, "free space and rerun: the finished samples are kept"):
+    with RunLock(out), full_disk_reported(out, "free space and rerun: the finished samples "
+                                               "are kept"):
         return _evaluate(model_dir, data_path, out, benchmark, problems, options, progress)
 
 

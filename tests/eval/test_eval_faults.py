@@ -94,8 +94,9 @@ def test_summary_line_states_percent_and_matches_the_json_fractions():
 
 def test_output_dir_faults_are_one_line(tiny_model_dir, builtin_test_file, tmp_path, capsys,
                                         monkeypatch):
-    """An output path that is a file, and a full disk."""
+    """An output path that is a file, a directory another eval holds, and a full disk."""
     from redi.eval import runner
+    from redi.run_lock import RunLock
 
     (tmp_path / "out").write_text("keep me")
     assert run_eval(tiny_model_dir, builtin_test_file, tmp_path / "out", samples=1) == 2
@@ -103,6 +104,12 @@ def test_output_dir_faults_are_one_line(tiny_model_dir, builtin_test_file, tmp_p
     assert err[-1] == f"redi eval: {tmp_path / 'out'} is a file, not a directory: choose " \
                       "another output directory"
     assert (tmp_path / "out").read_text() == "keep me"
+    (tmp_path / "out").unlink()
+    with RunLock(tmp_path / "out"):  # another redi eval writing there
+        assert run_eval(tiny_model_dir, builtin_test_file, tmp_path / "out", samples=1) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"redi eval: {tmp_path / 'out'} is in use by another run")
+    assert not (tmp_path / "out" / "samples.jsonl").exists()
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -18,14 +18,18 @@ MLP, layer and vocabulary sizes (how ``redi.train.modeling`` shards and runs the
 * activations (autograd's saved tensors of a Qwen2/Llama decoder layer, per token): the two
   RMSNorm inputs and outputs (4H), q, k, v after RoPE and the GQA repeat and the attention
   output (4H), the o_proj input (H), gate, up, SiLU(gate) and the down_proj input (4I):
-  (9H + 4I) b per token and layer; with checkpointing only the layer input (H b) stays
-  saved and one layer is recomputed in the backward; plus the final norm's input and output
+  (9H + 4I) b per token and layer; under LoRA the frozen norms and projections save 3H
+  less and each adapter its A output, r: (6H + 4I + R) b with R the ranks of a layer's
+  adapters summed (measured with autograd's hooks, tests/train/test_plan.py); with
+  checkpointing only the layer input (H b) stays saved and one layer is recomputed in the
+  backward; plus the final norm's input and output
   (2 H b per token), one layer's working memory in flight (2 (H + I) b per token)
   and, for padded batches without flash-attn, the boolean [rows, T, T] attention mask
   (packed rows have none: flash-attn, or one sequence at a time);
 * fused loss (``kernels/``): the fp32 dx buffer (4 n H), the fp32 dW accumulator (4 V H;
-  three such [V, H] buffers with ``loss_single_pass``), fp32 copies of 16-bit inputs, and one
-  block of logits (at most 64 MiB on the CPU path, 512 MiB with the Triton kernels);
+  three such [V, H] buffers with ``loss_single_pass``; none when the head is frozen, as under
+  LoRA), fp32 copies of 16-bit inputs, and one block of logits (at most 64 MiB on the CPU
+  path, 512 MiB with the Triton kernels);
 * DPO reference: ``online`` keeps a second sharded fp32 copy (4 P / W) for the whole run;
   ``cached`` loads it only for the scoring pass before training (its own phase below);
 * runtime: what the process holds besides tensors (CPU: Python, torch, transformers and the
@@ -100,6 +104,7 @@ class ModelFacts:
     description: str | None = None  # the shipped description counted, if no weights at hand
     adapter_params: int = 0  # LoRA (lora_r set): the adapters, the only trained parameters
     largest_adapter: int = 0  # elements of the largest adapter tensor
+    layer_adapter_ranks: int = 0  # the ranks of one decoder layer's adapters, summed
 
 
 def model_facts(config: TrainConfig) -> ModelFacts:
@@ -131,7 +136,7 @@ def model_facts(config: TrainConfig) -> ModelFacts:
     params = sum(p.numel() for p in lm.parameters())
     layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
     largest_param = max(p.numel() for p in lm.parameters())
-    adapters = [0]
+    adapters, ranks = [0], 0
     if config.lora_r is not None:
         from redi.train.lora import apply_lora
 
@@ -141,13 +146,14 @@ def model_facts(config: TrainConfig) -> ModelFacts:
         except ValueError as err:  # e.g. a target module the model does not have
             raise PlanError(str(err)) from None
         adapters = [p.numel() for p in peft.parameters() if p.requires_grad]
+        ranks = sum(p.shape[0] for name, p in layers[0].named_parameters() if "lora_A" in name)
     text = hf.get_text_config()
     return ModelFacts(params=params, root_params=params - layer_params * len(layers),
                       layer_params=layer_params, hidden=text.hidden_size,
                       intermediate=text.intermediate_size, layers=len(layers),
                       vocab=text.vocab_size, largest_param=largest_param,
                       description=description, adapter_params=sum(adapters),
-                      largest_adapter=max(adapters))
+                      largest_adapter=max(adapters), layer_adapter_ranks=ranks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,10 +165,19 @@ class Plan:
     peak: int
 
 
+def _layer_saved_elements(f: ModelFacts) -> int:
+    """Per token: what one decoder layer's forward saves for the backward, 9H + 4I, or
+    under LoRA 6H + 4I + R (frozen weights need fewer inputs; R the adapters' ranks)."""
+    if f.layer_adapter_ranks:
+        return 6 * f.hidden + 4 * f.intermediate + f.layer_adapter_ranks
+    return 9 * f.hidden + 4 * f.intermediate
+
+
 def saved_activation_bytes(f: ModelFacts, tokens: int, width: int, checkpointing: bool) -> int:
-    """Autograd's saved tensors of the decoder's forward: (9H + 4I) per token and layer (one
-    H, the layer input, with checkpointing) plus the final norm's input and output (2H)."""
-    per_token_layer = f.hidden if checkpointing else 9 * f.hidden + 4 * f.intermediate
+    """Autograd's saved tensors of the decoder's forward: a layer's (``_layer_saved_elements``)
+    per token and layer (one H, the layer input, with checkpointing) plus the final norm's
+    input and output (2H)."""
+    per_token_layer = f.hidden if checkpointing else _layer_saved_elements(f)
     return tokens * (f.layers * per_token_layer + 2 * f.hidden) * width
 
 
@@ -170,7 +185,7 @@ def _activation_bytes(f: ModelFacts, config: TrainConfig, tokens: int, rows: int
                       width: int, device: str) -> int:
     saved = saved_activation_bytes(f, tokens, width, config.activation_checkpointing)
     if config.activation_checkpointing:  # one layer recomputed in the backward
-        saved += tokens * (9 * f.hidden + 4 * f.intermediate) * width
+        saved += tokens * _layer_saved_elements(f) * width
     in_flight = tokens * 2 * (f.hidden + f.intermediate) * width
     flash = device == "cuda" and config.attn_implementation in ("auto", "flash_attention_2")
     packed = flash or config.packing is True  # no mask (redi.train.packed_attention)
@@ -179,10 +194,10 @@ def _activation_bytes(f: ModelFacts, config: TrainConfig, tokens: int, rows: int
 
 
 def _loss_bytes(f: ModelFacts, config: TrainConfig, tokens: int, width: int,
-                device: str) -> int:
+                device: str, head_trained: bool) -> int:
     vh = f.vocab * f.hidden
     single = config.loss_single_pass and config.loss != "sft"
-    buffers = 4 * tokens * f.hidden + 4 * vh * (3 if single else 1)
+    buffers = 4 * tokens * f.hidden + (4 * vh * (3 if single else 1) if head_trained else 0)
     if width < 4:  # fp32 copies of the 16-bit hidden states and head weight
         buffers += 4 * tokens * f.hidden + 4 * vh
     return buffers + min(LOSS_BLOCK_BYTES[device], 4 * tokens * f.vocab)
@@ -204,7 +219,8 @@ def plan(config: TrainConfig, facts: ModelFacts, nproc: int = 1, device: str = "
     device_static = {} if config.cpu_offload else dict(sharded)
     gathered = width * (facts.root_params + 2 * facts.layer_params)
     activations = _activation_bytes(facts, config, tokens, rows, width, device)
-    loss = _loss_bytes(facts, config, tokens, width, device)
+    loss = _loss_bytes(facts, config, tokens, width, device,
+                       head_trained=trainable == facts.params)
     online_ref = 4 * facts.params // nproc if (config.loss == "dpo"
                                                and config.reference == "online") else 0
     runtime = CPU_RUNTIME_BYTES if device == "cpu" else GPU_RUNTIME_BYTES

@@ -103,6 +103,7 @@ class RealScaleSettings:
     timeout_s: float  # per worker process
     probe_tokens: int  # the export check's batch
     threads: int
+    trainers: tuple[str, ...] = ()  # run only these ("redi-train" and PEERS' names; all: ())
 
 
 PROFILES = {
@@ -427,6 +428,10 @@ def longest(rs: RealScaleSettings, rows: list[dict], work: Path) -> list[dict]:
     return out
 
 
+def _chosen(rs: RealScaleSettings, trainer: str) -> bool:
+    return not rs.trainers or trainer in rs.trainers
+
+
 def run_real_scale(settings: Settings, rs: RealScaleSettings | None = None) -> list[dict]:
     rs = rs or PROFILES["quick" if settings.profile == "quick" else "full"]
     if settings.threads:
@@ -436,10 +441,12 @@ def run_real_scale(settings: Settings, rs: RealScaleSettings | None = None) -> l
         for i, row in enumerate(rs.rows):
             case = Path(tmp) / f"row{i}"
             _write_data(case, rs, row.seq_len)
-            rows.append(ours(row, rs, case))
-            rows += [peer(row, rs, case, *entry) for entry in PEERS]
+            done = len(rows)
+            if _chosen(rs, "redi-train"):
+                rows.append(ours(row, rs, case))
+            rows += [peer(row, rs, case, *entry) for entry in PEERS if _chosen(rs, entry[0])]
             shutil.rmtree(case)  # checkpoints and exports: gigabytes at the real shapes
-            for r in rows[-1 - len(PEERS):]:
+            for r in rows[done:]:
                 print(f"  {r['model']} {r['mode']} T={r['seq_len']} {r['impl']}: {r['status']}"
                       f"{'' if r['error'] is None else ' ' + r['error']}", flush=True)
         if rs.long_tries:
@@ -584,18 +591,22 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, nargs="*", help="indices into the rows (default: all)")
     p.add_argument("--longest", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--quick", action="store_true", help="the quick profile's small shapes")
+    p.add_argument("--trainers", nargs="+", choices=["redi-train", *(t for t, _, _ in PEERS)],
+                   help="run only these trainers on the rows (default: all)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     settings = profile("quick" if args.quick else "full", "cpu")
     rs = PROFILES[settings.profile]
     chosen = range(len(rs.rows)) if args.rows is None else args.rows
     rs = dataclasses.replace(rs, rows=tuple(rs.rows[i] for i in chosen),
-                             long_tries=rs.long_tries if args.longest else 0)
+                             long_tries=rs.long_tries if args.longest else 0,
+                             trainers=tuple(args.trainers or ()))
     env = environment("cpu")
     rows = run_real_scale(settings, rs)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = ("real-scale" + ("-quick" if args.quick else "") + "-rows-"
-            + "-".join(map(str, chosen)) + ("-longest" if args.longest else ""))
+            + "-".join(map(str, chosen)) + ("-longest" if args.longest else "")
+            + "".join(f"-{t}" for t in rs.trainers))
     write_json(args.out / f"{stem}.json", env, settings, rows)
     (args.out / f"{stem}.md").write_text(markdown(settings, rows, env))
     print(table(SECTION, settings, rows))

@@ -89,6 +89,28 @@ def test_a_row_that_cannot_fit_is_recorded_before_anything_is_loaded(tmp_path, m
     assert row["error"] in real_scale.markdown(profile("full", "cpu"), [row], _env())
 
 
+def test_trainers_limits_a_run_to_those_named(monkeypatch):
+    """``--trainers trl-dpo trl-cpo``: a row's peers again without ``redi train``'s runs."""
+    ran = []
+
+    def run(row, trainer):
+        ran.append(trainer)
+        return dict(trainer=trainer, kind="trainer", model=row.model, mode="full", impl=trainer,
+                    seq_len=row.seq_len, status="ok", error=None, lora_r=None,
+                    activation_checkpointing=False, tokens_per_s=1.0, peak_bytes=1)
+
+    monkeypatch.setattr(real_scale, "_write_data", lambda case, rs, seq_len: case.mkdir())
+    monkeypatch.setattr(real_scale, "ours", lambda row, rs, case: run(row, "redi-train"))
+    monkeypatch.setattr(real_scale, "peer", lambda row, rs, case, trainer, *_: run(row, trainer))
+    rs = dataclasses.replace(TINY, rows=(real_scale.Row("qwen2.5-0.5b", 64),), long_tries=0,
+                             trainers=("trl-dpo", "trl-cpo"))
+    rows = real_scale.run_real_scale(profile("quick", "cpu"), rs)
+    assert ran == ["trl-dpo", "trl-cpo"] and [r["trainer"] for r in rows] == ran
+    ran.clear()
+    real_scale.run_real_scale(profile("quick", "cpu"), dataclasses.replace(rs, trainers=()))
+    assert ran == ["redi-train", "trl-dpo", "trl-cpo", "redi-trl"]
+
+
 @pytest.mark.parametrize("limits,stopped,message", [
     (dict(guard_bytes=64 * 2**20), "oom", "past the 0.06 GiB guard; killed"),
     (dict(timeout_s=0.2), "timeout", "ran longer than 0 s; killed")])

@@ -103,7 +103,7 @@ class RealScaleSettings:
     timeout_s: float  # per worker process
     probe_tokens: int  # the export check's batch
     threads: int
-    trainers: tuple[str, ...] = ()  # run only these ("redi-train" and PEERS' names; all: ())
+    trainers: tuple[str, ...] = ()  # rows and search: only these ("redi-train", PEERS'; all: ())
 
 
 PROFILES = {
@@ -404,6 +404,8 @@ def longest(rs: RealScaleSettings, rows: list[dict], work: Path) -> list[dict]:
     for trainer, loss, impl, measure, predictor in (
             ("redi-train", "redi", "redi train", measure_ours, plan_predictor),
             ("trl-dpo", "dpo", "TRL DPOTrainer (ref precomputed)", measure_trl, line_predictor)):
+        if not _chosen(rs, trainer):
+            continue
         start, too_long = known(trainer)
         tried, lo, hi = search(measure, predictor, start, budget, grid, limit, rs.long_tries,
                                too_long)

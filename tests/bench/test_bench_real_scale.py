@@ -90,7 +90,8 @@ def test_a_row_that_cannot_fit_is_recorded_before_anything_is_loaded(tmp_path, m
 
 
 def test_trainers_limits_a_run_to_those_named(monkeypatch):
-    """``--trainers trl-dpo trl-cpo``: a row's peers again without ``redi train``'s runs."""
+    """``--trainers trl-dpo trl-cpo``: a row's peers again without ``redi train``'s runs
+    (and the longest-pair search of those named only)."""
     ran = []
 
     def run(row, trainer):
@@ -106,6 +107,13 @@ def test_trainers_limits_a_run_to_those_named(monkeypatch):
                              trainers=("trl-dpo", "trl-cpo"))
     rows = real_scale.run_real_scale(profile("quick", "cpu"), rs)
     assert ran == ["trl-dpo", "trl-cpo"] and [r["trainer"] for r in rows] == ran
+    searched = []
+    monkeypatch.setattr(real_scale, "search", lambda measure, *args: searched.append(
+        measure.__name__) or ([], 0, 64))
+    monkeypatch.setattr(real_scale, "planned", lambda spec: type("P", (), {"peak": 1}))
+    rows = real_scale.run_real_scale(profile("quick", "cpu"), dataclasses.replace(
+        rs, trainers=("trl-dpo",), long_tries=1))
+    assert searched == ["measure_trl"] and [r["kind"] for r in rows] == ["trainer", "longest"]
     ran.clear()
     real_scale.run_real_scale(profile("quick", "cpu"), dataclasses.replace(rs, trainers=()))
     assert ran == ["redi-train", "trl-dpo", "trl-cpo", "redi-trl"]

@@ -390,14 +390,15 @@ def longest(rs: RealScaleSettings, rows: list[dict], work: Path) -> list[dict]:
     def known(trainer: str):
         """What the rows above say of ``trainer`` at this model (full fine-tuning): the
         longest T that fitted the budget without checkpointing, as (T, peak), and the shortest
-        that ran out of memory under a guard of at least the budget (with checkpointing or
-        not: checkpointing only lowers the peak)."""
+        that ran out of memory under a guard of at least the budget or ran past the budget
+        (with checkpointing or not: checkpointing only lowers the peak)."""
         same = [r for r in rows if r["trainer"] == trainer and r["model"] == rs.long_model
                 and r["kind"] == "trainer" and not r["lora_r"]]
         fits = [(r["seq_len"], r["peak_bytes"]) for r in same if r["status"] == "ok"
                 and not r["activation_checkpointing"] and r["peak_bytes"] <= budget]
-        failed = [r["seq_len"] for r in same if r["status"] == "oom"
-                  and r["guard_bytes"] >= budget]
+        failed = [r["seq_len"] for r in same if (r["status"] == "oom" and r["guard_bytes"]
+                                                 >= budget) or (r["status"] == "ok"
+                                                                and r["peak_bytes"] > budget)]
         return max(fits, default=None), min(failed, default=None)
 
     out = []

@@ -119,6 +119,24 @@ def test_trainers_limits_a_run_to_those_named(monkeypatch):
     assert ran == ["redi-train", "trl-dpo", "trl-cpo", "redi-trl"]
 
 
+def test_the_search_starts_below_a_row_that_ran_past_its_budget(monkeypatch, tmp_path):
+    """A row that ran but used more than the search's budget bounds the search from above,
+    as an out-of-memory row under a guard of at least the budget does."""
+    calls = {}
+    monkeypatch.setattr(real_scale, "search", lambda measure, predictor, start, budget, grid,
+                        limit, tries, too_long: calls.setdefault(measure.__name__, (
+                            start, too_long)) and ([], 0, too_long or 10**9))
+    monkeypatch.setattr(real_scale, "planned", lambda spec: type("P", (), {"peak": 1}))
+    rs = dataclasses.replace(TINY, long_tries=1)
+    row = dict(kind="trainer", model=rs.long_model, lora_r=None, activation_checkpointing=False,
+               seq_len=128, status="ok", guard_bytes=rs.long_budget_bytes + 1)
+    rows = [{**row, "trainer": "redi-train", "peak_bytes": rs.long_budget_bytes - 1},
+            {**row, "trainer": "trl-dpo", "peak_bytes": rs.long_budget_bytes + 1}]
+    real_scale.longest(rs, rows, tmp_path)
+    assert calls == {"measure_ours": ((128, rs.long_budget_bytes - 1), None),
+                     "measure_trl": (None, 128)}
+
+
 @pytest.mark.parametrize("limits,stopped,message", [
     (dict(guard_bytes=64 * 2**20), "oom", "past the 0.06 GiB guard; killed"),
     (dict(timeout_s=0.2), "timeout", "ran longer than 0 s; killed")])

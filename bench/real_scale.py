@@ -591,7 +591,8 @@ def main(argv=None) -> int:
     from settings import profile
 
     p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
-    p.add_argument("--rows", type=int, nargs="*", help="indices into the rows (default: all)")
+    p.add_argument("--rows", type=int, nargs="*",
+                   help="indices into the rows (default: all; none: only the search)")
     p.add_argument("--longest", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--quick", action="store_true", help="the quick profile's small shapes")
     p.add_argument("--trainers", nargs="+", choices=["redi-train", *(t for t, _, _ in PEERS)],
@@ -607,8 +608,9 @@ def main(argv=None) -> int:
     env = environment("cpu")
     rows = run_real_scale(settings, rs)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = ("real-scale" + ("-quick" if args.quick else "") + "-rows-"
-            + "-".join(map(str, chosen)) + ("-longest" if args.longest else "")
+    rows_part = f"-rows-{'-'.join(map(str, chosen))}" if len(chosen) else ""  # --rows alone: none
+    stem = ("real-scale" + ("-quick" if args.quick else "") + rows_part
+            + ("-longest" if args.longest else "")
             + "".join(f"-{t}" for t in rs.trainers))
     write_json(args.out / f"{stem}.json", env, settings, rows)
     (args.out / f"{stem}.md").write_text(markdown(settings, rows, env))

@@ -51,10 +51,15 @@ at four sizes of a small Qwen2 (a 30k-parameter one that measures the runtime, t
 activation-, balanced- and weight-dominated), with ``MALLOC_MMAP_THRESHOLD_=65536`` (freed
 blocks leave the resident set) and with glibc's default allocator, which keeps freed heap
 blocks resident and so measures more than the plan; the activation term matches autograd's
-saved tensors (tests/train/test_plan.py). Read a CPU plan as a slight lower bound. Untested (no
-GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the Triton block size, FSDP2's
-all-gather and reduce-scatter buffers under NCCL, AdamW's multi-tensor temporaries, the CUDA
-context and allocator fragmentation, CPU offload, more than one process.
+saved tensors (tests/train/test_plan.py). At two real shapes with random weights
+(``bench/real_scale.py``, ``bench/results/cpu-2026-12-04/real-scale-README.md``):
+Qwen2.5-0.5B full fine-tuning, one pair of 2 x 2,048 tokens: planned 17.66 GiB, measured
+17.20 (1.027x); Qwen2.5-Math-1.5B LoRA r=16, 2 x 1,024 tokens: measured 17.51 GiB, planned
+19.56 before the LoRA terms above (frozen head, 6H + 4I + R) and 17.73 (1.013x, computed, not
+re-run) after. Read a CPU plan as a slight lower bound at small sizes, 1-3 % high at these.
+Untested (no GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the Triton block
+size, FSDP2's all-gather and reduce-scatter buffers under NCCL, AdamW's multi-tensor
+temporaries, the CUDA context and allocator fragmentation, CPU offload, more than one process.
 """
 
 from __future__ import annotations

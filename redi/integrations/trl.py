@@ -154,17 +154,18 @@ def without_identical_pairs(dataset, name: str, drop: bool):
     else is a ValueError."""
     pairs = zip(dataset["chosen_ids"], dataset["rejected_ids"])
     same = [i for i, (chosen, rejected) in enumerate(pairs) if chosen == rejected]
-    if same and len(same) == len(dataset):
+    if not same:
+        return dataset, 0
+    if len(same) == len(dataset):
         raise ValueError(f"{name} dataset: every one of its {len(dataset)} pairs has the same "
                          "chosen and rejected completion; there is no preference to learn")
-    if same:
-        what = "dropped" if drop else "kept (drop_identical_pairs=False)"
-        log.warning("%s dataset: %s %d of %d pairs whose chosen and rejected completions "
-                    "tokenize the same (the first: row %d)", name, what, len(same),
-                    len(dataset), same[0])
-    if drop and same:
-        kept = sorted(set(range(len(dataset))) - set(same))
-        dataset = dataset.select(kept)
+    what = "dropped" if drop else "kept (drop_identical_pairs=False)"
+    log.warning("%s dataset: %s %d of %d pairs whose chosen and rejected completions "
+                "tokenize the same (the first: row %d)", name, what, len(same), len(dataset),
+                same[0])
+    if drop:
+        dropped = set(same)
+        dataset = dataset.select([i for i in range(len(dataset)) if i not in dropped])
     return dataset, len(same)
 
 

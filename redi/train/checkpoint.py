@@ -234,12 +234,16 @@ def _stop_if_failed(error: BaseException | None, tmp: Path, root: Path) -> None:
         raise CheckpointError(failed[0]) from error
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message ("" if it has none), for one-line errors."""
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def _write_error(err: BaseException, root: Path) -> str:
     if no_space(err):
         return no_space_message(root, "checkpoint not saved; free space and rerun with "
                                       "resume=auto")
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return f"could not write a checkpoint in {root}: {first}"
+    return f"could not write a checkpoint in {root}: {_first_line(err) or type(err).__name__}"
 
 
 def load_checkpoint(path: str | Path, model, optimizer=None,
@@ -261,9 +265,8 @@ def load_checkpoint(path: str | Path, model, optimizer=None,
         cause = _rank_failure(err)
         if isinstance(cause, UnsafeCheckpoint):
             raise CheckpointError(f"refused checkpoint {path}: {cause}") from None
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(cause).__name__}: "
-                              f"{first[:300]})") from err
+                              f"{_first_line(cause)[:300]})") from err
 
 
 def _rank_failure(err: BaseException) -> BaseException:
@@ -314,9 +317,8 @@ def _restore_rank_state(file: Path) -> dict:
     try:
         local = torch.load(file, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{file} is unreadable ({type(err).__name__}: {first[:300]})") \
-            from None
+        raise CheckpointError(f"{file} is unreadable ({type(err).__name__}: "
+                              f"{_first_line(err)[:300]})") from None
     if not (isinstance(local, dict) and isinstance(local.get("rng"), dict)
             and isinstance(local.get("sampler"), dict)):
         raise CheckpointError(f"{file} is not a rank state: it must hold 'rng' and 'sampler' "

@@ -102,8 +102,8 @@ class SafeFileSystemReader(FileSystemReader):
                 raise ValueError(f"{metadata_path} names the shard {name}, which is missing")
             size = shard.stat().st_size
             if size < end:
-                raise ValueError(f"shard {shard} is truncated: {size} bytes, its items "
-                                       f"need {end}")
+                raise ValueError(f"shard {shard} is truncated: {size} bytes, its items need "
+                                 f"{end}")
 
 
 class SafeLoadPlanner(DefaultLoadPlanner):

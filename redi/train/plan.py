@@ -56,7 +56,10 @@ saved tensors (tests/train/test_plan.py). At two real shapes with random weights
 Qwen2.5-0.5B full fine-tuning, one pair of 2 x 2,048 tokens: planned 17.66 GiB, measured
 17.20 (1.027x); Qwen2.5-Math-1.5B LoRA r=16, 2 x 1,024 tokens: measured 17.51 GiB, planned
 19.56 before the LoRA terms above (frozen head, 6H + 4I + R) and 17.73 (1.013x, computed, not
-re-run) after. Read a CPU plan as a slight lower bound at small sizes, 1-3 % high at these.
+re-run) after; with activation checkpointing, Qwen2.5-0.5B full, 2 x 8,192 tokens: planned
+11.34 GiB, measured 10.83 (1.047x), and Qwen2.5-Math-1.5B LoRA r=16, 2 x 4,096: planned 11.39,
+measured 10.88 (1.047x). Read a CPU plan as a slight lower bound at small sizes, 1-5 % high at
+these.
 Untested (no GPU here): the bf16 activation sizes (RMSNorm's fp32 upcasts), the Triton block
 size, FSDP2's all-gather and reduce-scatter buffers under NCCL, AdamW's multi-tensor
 temporaries, the CUDA context and allocator fragmentation, CPU offload, more than one process.
